@@ -1,0 +1,163 @@
+"""The one batch type that flows through a training step (DESIGN.md: tasks -> rollout -> rewards ->
+algorithm -> learner).
+
+Layout, per sample i of B:
+- ``prompt_ids`` (B, Tp) **left**-padded with ``prompt_mask`` 1 on real tokens;
+- ``response_ids`` (B, Tr) **right**-padded with ``loss_mask`` 1 on generated tokens (up to and
+  including EOS) and 0 on padding or tool/observation tokens;
+- ``rollout_logp`` (B, Tr): log-probs of the response tokens under the sampling policy, computed
+  from temperature-scaled logits;
+- ``group_ids`` (B,): one prompt's samples share an id;
+- ``rewards`` (B,): scalar outcome score, filled by the reward stage;
+- ``extras``: tensors later stages add (``old_logp``, ``ref_logp``, ``values``, ``advantages``, ...).
+
+Concatenating prompt and response gives one left-aligned-by-padding sequence per row whose
+attention mask is ``cat(prompt_mask, response_valid)``; positions come from the mask's cumsum, so
+the learner's forward sees exactly the tokens and positions the sampler saw.
+
+Stages add fields; none reshuffles what an earlier one produced. ``select`` keeps rows together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Rollouts:
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    rollout_logp: torch.Tensor
+    group_ids: torch.Tensor
+    task_index: list[int]
+    response_text: list[str]
+    truncated: torch.Tensor
+    rewards: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    info: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.response_ids.shape[0])
+
+    @property
+    def response_valid(self) -> torch.Tensor:
+        """1 on every real response token (generated or tool), 0 on right padding."""
+        return self.extras.get("response_valid", self.loss_mask)
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.loss_mask.sum(dim=1)
+
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_valid.to(self.prompt_mask.dtype)], dim=1)
+
+    def select(self, idx: torch.Tensor | list[int]) -> "Rollouts":
+        """Rows ``idx`` (in that order), every per-row field kept aligned."""
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        rows = idx_t.tolist()
+        return Rollouts(
+            prompt_ids=self.prompt_ids[idx_t],
+            prompt_mask=self.prompt_mask[idx_t],
+            response_ids=self.response_ids[idx_t],
+            loss_mask=self.loss_mask[idx_t],
+            rollout_logp=self.rollout_logp[idx_t],
+            group_ids=self.group_ids[idx_t],
+            task_index=[self.task_index[i] for i in rows],
+            response_text=[self.response_text[i] for i in rows],
+            truncated=self.truncated[idx_t],
+            rewards=None if self.rewards is None else self.rewards[idx_t],
+            extras={k: v[idx_t] for k, v in self.extras.items()},
+            info={k: [v[i] for i in rows] for k, v in self.info.items()},
+        )
+
+    def trim(self) -> "Rollouts":
+        """Drop all-padding columns (left of prompts, right of responses) to save compute."""
+        p_keep = self.prompt_mask.any(dim=0).nonzero()
+        r_keep = self.response_valid.any(dim=0).nonzero()
+        p0 = int(p_keep[0]) if len(p_keep) else self.prompt_ids.shape[1]
+        r1 = int(r_keep[-1]) + 1 if len(r_keep) else 0
+        out = Rollouts(
+            prompt_ids=self.prompt_ids[:, p0:],
+            prompt_mask=self.prompt_mask[:, p0:],
+            response_ids=self.response_ids[:, :r1],
+            loss_mask=self.loss_mask[:, :r1],
+            rollout_logp=self.rollout_logp[:, :r1],
+            group_ids=self.group_ids,
+            task_index=list(self.task_index),
+            response_text=list(self.response_text),
+            truncated=self.truncated,
+            rewards=self.rewards,
+            extras={k: (v[:, :r1] if v.dim() == 2 and v.shape[1] == self.response_ids.shape[1] else v)
+                    for k, v in self.extras.items()},
+            info=dict(self.info),
+        )
+        return out
+
+    def token_rewards(self) -> torch.Tensor:
+        """Outcome reward placed at the last valid response token, zeros elsewhere (veRL layout)."""
+        if self.rewards is None:
+            raise ValueError("rewards are not filled yet: run the reward stage before the algorithm stage")
+        out = torch.zeros_like(self.rollout_logp)
+        lengths = self.loss_mask.sum(dim=1).long()
+        rows = (lengths > 0).nonzero().flatten()
+        last = _last_index(self.loss_mask)
+        out[rows, last[rows]] = self.rewards[rows].to(out.dtype)
+        return out
+
+
+def _last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last 1 in each row (0 for an all-zero row)."""
+    t = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), t, torch.zeros_like(t)).max(dim=1).values
+
+
+def concat(batches: list[Rollouts], pad_id: int) -> Rollouts:
+    """Stack batches of possibly different widths (prompts re-left-padded, responses right-padded)."""
+    if len(batches) == 1:
+        return batches[0]
+    tp = max(b.prompt_ids.shape[1] for b in batches)
+    tr = max(b.response_ids.shape[1] for b in batches)
+
+    def lpad(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+    def rpad(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    keys = set(batches[0].extras)
+    for b in batches[1:]:
+        if set(b.extras) != keys:
+            raise ValueError(f"cannot concatenate batches with different extras: {sorted(keys)} vs {sorted(b.extras)}")
+    extras = {}
+    for k in keys:
+        vs = [b.extras[k] for b in batches]
+        if vs[0].dim() == 2 and vs[0].shape[1] == batches[0].response_ids.shape[1]:
+            extras[k] = torch.cat([rpad(v, tr, 0) for v in vs])
+        else:
+            extras[k] = torch.cat(vs)
+    rewards = None
+    if all(b.rewards is not None for b in batches):
+        rewards = torch.cat([b.rewards for b in batches])
+    info_keys = set(batches[0].info)
+    return Rollouts(
+        prompt_ids=torch.cat([lpad(b.prompt_ids, tp, pad_id) for b in batches]),
+        prompt_mask=torch.cat([lpad(b.prompt_mask, tp, 0) for b in batches]),
+        response_ids=torch.cat([rpad(b.response_ids, tr, pad_id) for b in batches]),
+        loss_mask=torch.cat([rpad(b.loss_mask, tr, 0) for b in batches]),
+        rollout_logp=torch.cat([rpad(b.rollout_logp, tr, 0) for b in batches]),
+        group_ids=torch.cat([b.group_ids for b in batches]),
+        task_index=[i for b in batches for i in b.task_index],
+        response_text=[s for b in batches for s in b.response_text],
+        truncated=torch.cat([b.truncated for b in batches]),
+        rewards=rewards,
+        extras=extras,
+        info={k: [x for b in batches for x in b.info.get(k, [None] * len(b))] for k in info_keys},
+    )
