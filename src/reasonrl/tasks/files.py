@@ -1,0 +1,146 @@
+"""Load user tasks from ``.jsonl``, ``.parquet`` or a Hugging Face ``datasets`` ``save_to_disk`` folder.
+
+Every row needs ``prompt`` (string) and ``answer`` (string or number); ``solution`` (string) and
+``verifier`` (string, default ``"math"``) are optional, an ``id``/``uid`` column names the task, and
+every other column lands in ``Task.meta`` (e.g. Countdown's ``numbers`` and ``target``). Bad rows
+fail loudly at load time with the file, row and field, because a silently skipped row or a
+stringified ``None`` answer would only surface as a mysteriously flat reward curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from reasonrl.tasks.base import Task
+
+FORMATS = (".jsonl", ".parquet", "a datasets save_to_disk directory")
+_FIELDS_HINT = "every row needs 'prompt' (string) and 'answer' (string or number)"
+
+
+class TaskDataError(ValueError):
+    """A user data file that cannot become tasks; the message names file, row and field."""
+
+
+def _where(path: Path, row: int, part: str | None) -> str:
+    return f"{path}: {'split ' + repr(part) + ', ' if part else ''}row {row}"
+
+
+def _answer_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    # 3.0 from a float column (parquet turns int columns with gaps into floats) means the integer 3.
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def row_to_task(row: Any, path: Path, row_no: int, part: str | None = None) -> Task:
+    """Validate one row (a dict) and build its Task; ``row_no`` is 1-based."""
+    where = _where(path, row_no, part)
+    if not isinstance(row, dict):
+        raise TaskDataError(f"{where}: expected an object with fields, got {type(row).__name__}; {_FIELDS_HINT}")
+    for name in ("prompt", "answer"):
+        if row.get(name) is None:
+            raise TaskDataError(f"{where}: missing required field {name!r}; {_FIELDS_HINT}. "
+                                f"Add it or remove the row.")
+    prompt = row["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise TaskDataError(f"{where}: field 'prompt' must be a non-empty string, got "
+                            f"{type(prompt).__name__} {prompt!r:.60}")
+    answer = _answer_text(row["answer"])
+    if answer is None:
+        raise TaskDataError(f"{where}: field 'answer' must be a string or a finite number, got "
+                            f"{type(row['answer']).__name__} {row['answer']!r:.60}; write it as a string")
+    solution = row.get("solution")
+    if solution is not None and not isinstance(solution, str):
+        raise TaskDataError(f"{where}: field 'solution' must be a string when present, got "
+                            f"{type(solution).__name__}; drop it or write the worked solution as text")
+    verifier = row.get("verifier")
+    if verifier is None:
+        verifier = "math"
+    elif not isinstance(verifier, str) or not verifier:
+        raise TaskDataError(f"{where}: field 'verifier' must be a non-empty string such as 'math', "
+                            f"got {type(verifier).__name__} {verifier!r:.60}")
+    uid = row.get("uid", row.get("id"))
+    if uid is None:
+        uid = f"{path.stem}-{row_no}" if part is None else f"{path.stem}-{part}-{row_no}"
+    elif not isinstance(uid, (str, int)) or isinstance(uid, bool):
+        raise TaskDataError(f"{where}: field 'uid'/'id' must be a string or int, got {type(uid).__name__}")
+    meta = {k: v for k, v in row.items() if k not in ("prompt", "answer", "solution", "verifier", "uid", "id")}
+    if part is not None:
+        meta.setdefault("split", part)
+    meta.setdefault("source", str(path))
+    meta.setdefault("row", row_no)
+    return Task(uid=str(uid), prompt=prompt, answer=answer, solution=solution, verifier=verifier, meta=meta)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskDataError(f"{_where(path, line_no, None)}: invalid JSON ({e.msg} at column {e.colno}); "
+                                    f"each line must be one JSON object like "
+                                    f'{{"prompt": "...", "answer": "..."}}') from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError(f"reading {path} needs pyarrow: pip install reasonrl[data]") from e
+    return enumerate(pq.read_table(path).to_pylist(), 1)
+
+
+def _hf_parts(path: Path) -> Iterator[tuple[str | None, Iterable[tuple[int, Any]]]]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(f"reading the datasets folder {path} needs the datasets package: "
+                          f"pip install reasonrl[data]") from e
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        for name, part in ds.items():
+            yield name, enumerate(part.to_list(), 1)
+    else:
+        yield None, enumerate(ds.to_list(), 1)
+
+
+def load_file(path: str | Path) -> list[Task]:
+    """All rows of a user data file as Tasks, in file order.
+
+    A ``DatasetDict`` folder yields every split, each row tagged ``meta["split"]`` with its split
+    name (a ``split`` column, when present, wins). Raises ``TaskDataError`` for bad rows or an empty
+    file, ``FileNotFoundError`` for a missing path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"task file {path} does not exist")
+    if path.is_dir():
+        if not any((path / m).exists() for m in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise TaskDataError(f"{path} is a directory but not a datasets save_to_disk folder "
+                                f"(no dataset_info.json or dataset_dict.json); supported: {', '.join(FORMATS)}")
+        parts = list(_hf_parts(path))
+    elif path.suffix == ".jsonl":
+        parts = [(None, _jsonl_rows(path))]
+    elif path.suffix == ".parquet":
+        parts = [(None, _parquet_rows(path))]
+    else:
+        raise TaskDataError(f"{path}: unsupported format {path.suffix or '(no suffix)'!r}; "
+                            f"supported: {', '.join(FORMATS)}")
+    tasks = [row_to_task(row, path, row_no, part) for part, rows in parts for row_no, row in rows]
+    if not tasks:
+        raise TaskDataError(f"{path}: no rows found; {_FIELDS_HINT}, one row per task")
+    return tasks
