@@ -1,0 +1,161 @@
+"""`reasonrl` command line: thin wrappers that parse, validate and call the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _config(args):
+    from reasonrl.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args) -> int:
+    from reasonrl.report import build_report
+    from reasonrl.report.summary import print_summary_table
+    from reasonrl.trainer.loop import Trainer
+
+    cfg = _config(args)
+    if args.resume:
+        cfg.trainer.resume = True
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    build_report(cfg.run_dir, summary)
+    print_summary_table(summary, f"run {cfg.run.name}")
+    print(f"run directory: {cfg.run_dir}  (report.html, metrics.jsonl, final/)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from reasonrl.trainer.loop import Trainer
+
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.path={args.model}")
+    from reasonrl.config import load_config
+
+    cfg = load_config(args.config, overrides + ["trainer.steps=0", "trainer.tensorboard=false"])
+    trainer = Trainer(cfg)
+    res = trainer.evaluate()
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from reasonrl.demo import run_demo
+
+    run_demo(args.config, args.overrides, skip_control=args.skip_control)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from reasonrl.config import describe_fields, dump_config
+
+    if args.doc:
+        print(describe_fields())
+        return 0
+    print(dump_config(_config(args)))
+    return 0
+
+
+def cmd_algorithms(args) -> int:
+    from reasonrl.algorithms.recipes import REGISTRY
+
+    for name in sorted(REGISTRY):
+        r = REGISTRY[name]
+        print(f"{name:24s} {r.formula}\n{'':24s} paper: {r.paper}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    if args.action == "build-default":
+        from reasonrl.models.tiny import build_default_model
+
+        print(build_default_model(force=args.force))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from reasonrl.report import build_report
+
+    run_dir = Path(args.run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    print(build_report(run_dir, summary))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from reasonrl.bench import run_bench
+
+    return run_bench(args.what, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reasonrl", description="Reinforcement learning for reasoning models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("config", nargs="?", default=None, help="YAML config file (default: built-in defaults)")
+        sp.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. optim.lr=1e-5")
+
+    t = sub.add_parser("train", help="run RL training")
+    with_config(t)
+    t.add_argument("--resume", action="store_true", help="continue from the newest committed checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model on the held-out split")
+    with_config(e)
+    e.add_argument("--model", default=None, help="model directory (overrides model.path)")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="build/reuse the tiny model, evaluate, RL, evaluate, compare with an SFT control, report")
+    with_config(d)
+    d.add_argument("--skip-control", action="store_true", help="skip the equal-wall-clock SFT control arm")
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="action", required=True)
+    cs = csub.add_parser("show", help="print the resolved config")
+    with_config(cs)
+    cs.add_argument("--doc", action="store_true", help="print every field with its default and description")
+    cs.set_defaults(func=cmd_config)
+
+    a = sub.add_parser("algorithms", help="list the registered recipes")
+    a.set_defaults(func=cmd_algorithms)
+
+    m = sub.add_parser("models", help="model tools")
+    m.add_argument("action", choices=["build-default"])
+    m.add_argument("--force", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("report", help="rebuild report.html for a run directory")
+    r.add_argument("run_dir")
+    r.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    b.add_argument("what", choices=["algorithms"])
+    b.add_argument("overrides", nargs="*")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from reasonrl.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

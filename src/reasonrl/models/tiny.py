@@ -1,0 +1,153 @@
+"""The built-in default model: tokenizer + small Llama trained from scratch, warm-started by SFT.
+
+Built once per spec and cached in Hugging Face format; every later run loads it through
+``from_pretrained`` like any user checkpoint. The SFT warm start uses a *fixed, small* pool of worked
+demonstrations (the demo's premise: demonstrations are scarce, verifiable prompts are plentiful) and
+keeps the checkpoint with the best greedy pass@1 on a validation slice of the training stream (never
+the test split).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from reasonrl.models.tokenizer import train_tokenizer
+from reasonrl.tasks import Task, generate
+from reasonrl.tasks.templates import render_prompt
+from reasonrl.trainer.sft import SFTExample, run_sft
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Everything that determines the built model; its hash names the cache directory."""
+
+    family: str = "arith"
+    difficulty: int | None = None
+    demos: int = 1000
+    vocab_size: int = 256
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    ffn: int = 384
+    max_positions: int = 256
+    sft_seconds: float = 150.0
+    sft_lr: float = 2e-3
+    sft_batch: int = 64
+    val_size: int = 200
+    eval_every: int = 50
+    max_new_tokens: int = 64
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REASONRL_CACHE", Path.home() / ".cache" / "reasonrl"))
+
+
+def default_model_dir(spec: TinySpec | None = None) -> Path:
+    spec = spec or TinySpec()
+    return cache_root() / "models" / f"tiny-{spec.key()}"
+
+
+def demo_pool(spec: TinySpec) -> list[Task]:
+    """The fixed demonstration pool: the first ``spec.demos`` items of the seeded training stream."""
+    return generate(spec.family, spec.demos, split="train", seed=spec.seed, difficulty=spec.difficulty)
+
+
+def validation_tasks(spec: TinySpec) -> list[Task]:
+    """Training-split problems after the demo pool (disjoint from demos by stream position, from test by split)."""
+    return generate(spec.family, spec.val_size, split="train", seed=spec.seed, difficulty=spec.difficulty,
+                    start=spec.demos)
+
+
+def sft_examples(tasks: list[Task], template: str = "plain", tokenizer=None) -> list[SFTExample]:
+    missing = [t.uid for t in tasks if not t.solution]
+    if missing:
+        raise ValueError(f"{len(missing)} task(s) have no worked solution (e.g. {missing[0]}); SFT needs a `solution` field")
+    return [SFTExample(render_prompt(t, template, tokenizer), t.solution) for t in tasks]
+
+
+def _tokenizer_corpus(spec: TinySpec) -> list[str]:
+    texts = []
+    for fam in ("arith", "countdown", "linear"):
+        for t in generate(fam, 400, split="train", seed=spec.seed + 17):
+            texts.append(render_prompt(t, "plain") + (t.solution or ""))
+    for t in demo_pool(spec):
+        texts.append(render_prompt(t, "plain") + (t.solution or ""))
+    return texts
+
+
+def build_model(spec: TinySpec, tokenizer) -> LlamaForCausalLM:
+    torch.manual_seed(spec.seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=spec.ffn,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_positions, tie_word_embeddings=True, rms_norm_eps=1e-6,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = None, *, force: bool = False,
+                        log=print) -> Path:
+    """Build (or reuse) the default model; returns its HF directory."""
+    from reasonrl.eval.runner import EvalSettings, evaluate
+    from reasonrl.rewards import Scorer
+    from reasonrl.rollout.hf_engine import HFEngine
+
+    spec = spec or TinySpec()
+    out = Path(out_dir) if out_dir else default_model_dir(spec)
+    if (out / "reasonrl_build.json").exists() and not force:
+        return out
+    t0 = time.perf_counter()
+    log(f"building the default model {out.name} (tokenizer + {spec.layers}x{spec.hidden} Llama, "
+        f"SFT {spec.sft_seconds:.0f}s on {spec.demos} demonstrations); cached for later runs")
+    tok = train_tokenizer(_tokenizer_corpus(spec), spec.vocab_size)
+    model = build_model(spec, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    examples = sft_examples(demo_pool(spec))
+    val = validation_tasks(spec)
+    engine = HFEngine(model, tok)
+    scorer = Scorer()
+    settings = EvalSettings(max_new_tokens=spec.max_new_tokens, sampled=False)
+    best = {"score": -1.0, "step": 0, "state": None}
+
+    def eval_fn(step: int):
+        r = evaluate(engine, scorer, val, settings)
+        if r["pass@1"] > best["score"]:
+            best.update(score=r["pass@1"], step=step, state=copy.deepcopy(model.state_dict()))
+        log(f"  sft step {step}: val pass@1 {r['pass@1']:.3f}")
+        return r["pass@1"], r
+
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    res = run_sft(model, tok, examples, optimizer=opt, lr=spec.sft_lr, batch_size=spec.sft_batch,
+                  time_budget_s=spec.sft_seconds, warmup=50, schedule="cosine", min_lr_ratio=0.05,
+                  seed=spec.seed, eval_fn=eval_fn, eval_every=spec.eval_every)
+    eval_fn(res.steps)
+    model.load_state_dict(best["state"])
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    meta = {"spec": asdict(spec), "params": n_params, "sft_steps": res.steps, "sft_seconds": res.seconds,
+            "best_step": best["step"], "val_pass@1": best["score"], "build_seconds": time.perf_counter() - t0,
+            "evals": [(s, v) for s, v, _ in res.evals]}
+    (tmp / "reasonrl_build.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    log(f"built {out} in {meta['build_seconds']:.0f}s: {n_params/1e6:.2f}M params, best val pass@1 "
+        f"{best['score']:.3f} at SFT step {best['step']}")
+    return out

@@ -1,0 +1,347 @@
+"""The RL loop: tasks -> rollout -> rewards -> recipe -> learner, algorithm-blind.
+
+One step: take the next ``prompts_per_step`` prompts of the training stream, sample ``n`` responses
+each, score them, let the recipe filter rows and compute its advantages, then run ``epochs`` passes of
+mini-batch updates where the recipe supplies the loss. Everything the step depends on (weights,
+optimizer, LR step, every RNG, the data cursor, recipe state) is checkpointed atomically, so a run
+killed at any moment resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, make_recipe
+from reasonrl.batch import Rollouts, concat
+from reasonrl.config import Config, dump_config
+from reasonrl.rollout.logprobs import sequence_logprobs
+from reasonrl.rollout.sampling import SamplingParams
+from reasonrl.trainer.sft import lr_at
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def resolve_model(path: str, log=print) -> Path:
+    """Map built-in names to cached directories (building on first use); pass paths through."""
+    if path == "builtin:tiny":
+        from reasonrl.models.tiny import build_default_model
+
+        return build_default_model(log=log)
+    if path.startswith("builtin:"):
+        from reasonrl.models.gguf import resolve_model_path
+
+        return Path(resolve_model_path(path))
+    return Path(path)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, *, log=print, model=None, tokenizer=None):
+        from reasonrl.models.loading import load_policy
+        from reasonrl.rewards import Scorer
+        from reasonrl.rollout.hf_engine import HFEngine
+        from reasonrl.tasks import load_tasks
+        from reasonrl.threads import apply_thread_policy
+
+        self.cfg = cfg
+        self.log = log
+        apply_thread_policy(cfg.run.threads or None)
+        torch.manual_seed(cfg.run.seed)
+        self.run_dir = cfg.run_dir
+        if model is None:
+            model_dir = resolve_model(cfg.model.path, log)
+            model, tokenizer = load_policy(model_dir, dtype=cfg.model.dtype)
+        self.model, self.tok = model, tokenizer
+        self.recipe: Recipe = make_recipe(cfg.algorithm)
+        self.modules = torch.nn.ModuleDict(self.recipe.modules(self.model))
+        self.ref = None
+        if self.recipe.needs_reference():
+            import copy
+
+            self.ref = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.engine = HFEngine(self.model, self.tok, micro_batch=cfg.rollout.micro_batch)
+        fns = []
+        for spec in cfg.reward.functions:
+            path, _, w = spec.partition("=")
+            fns.append((path, float(w) if w else 1.0))
+        self.scorer = Scorer(correctness_weight=cfg.reward.correctness, format_weight=cfg.reward.format,
+                             user_fns=fns, math_timeout_s=cfg.reward.math_timeout_s)
+        params = list(self.model.parameters()) + list(self.modules.parameters())
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        self.step = 0
+        self.opt_steps = 0
+        self.cursor = 0
+        self.rl_seconds = 0.0
+        test_src = cfg.data.test or cfg.data.train
+        self.test_tasks = load_tasks(test_src, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
+                                     difficulty=cfg.data.difficulty)
+        self._load_tasks = load_tasks
+        self.demos = None
+        if cfg.data.demos:
+            self.demos = load_tasks(cfg.data.train, cfg.data.demos, split="train", seed=cfg.run.seed,
+                                    difficulty=cfg.data.difficulty)
+        mini = cfg.trainer.mini_batch_prompts or cfg.trainer.prompts_per_step
+        self.updates_per_step = cfg.trainer.epochs * (cfg.trainer.prompts_per_step // mini)
+        self.total_opt_steps = max(1, cfg.trainer.steps * self.updates_per_step)
+
+    # ------------------------------------------------------------------ data
+    def next_tasks(self, n: int):
+        tasks = self._load_tasks(self.cfg.data.train, n, split="train", seed=self.cfg.run.seed + 1,
+                                 difficulty=self.cfg.data.difficulty, start=self.cursor)
+        self.cursor += n
+        return tasks
+
+    # ------------------------------------------------------------------ rollout + rewards
+    def collect(self) -> tuple[Rollouts, list, dict[str, float]]:
+        from reasonrl.tasks.templates import render_prompt
+
+        c = self.cfg
+        timings = {"time/gen_s": 0.0, "time/reward_s": 0.0}
+        kept: list[Rollouts] = []
+        tasks_all: list = []
+        have = 0
+        rounds = 0
+        max_rounds = int(c.algorithm.get("max_gen_batches", 1) or 10**9)
+        gen_tokens = 0
+        stats = {"reward": [], "correct": [], "length": [], "zero_var": [], "truncated": []}
+        while have < c.trainer.prompts_per_step:
+            if rounds >= max_rounds:
+                raise TrainingError(
+                    f"sample filter kept only {have}/{c.trainer.prompts_per_step} prompts after {rounds} generation "
+                    f"rounds (algorithm.max_gen_batches={max_rounds}); raise max_gen_batches, lower the filter's "
+                    f"strictness, or pick easier/harder prompts so groups have mixed rewards")
+            rounds += 1
+            tasks = self.next_tasks(c.trainer.prompts_per_step)
+            prompts = [render_prompt(t, c.model.template, self.tok) for t in tasks]
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+            t0 = time.perf_counter()
+            ro = self.engine.generate(prompts, SamplingParams(
+                n=c.rollout.n, temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
+                max_new_tokens=c.rollout.max_new_tokens, stop=list(c.rollout.stop), seed=seed),
+                task_index=list(range(len(tasks_all), len(tasks_all) + len(tasks))))
+            timings["time/gen_s"] += time.perf_counter() - t0
+            gen_tokens += int(ro.response_valid.sum())
+            t0 = time.perf_counter()
+            rep = [tasks[i - len(tasks_all)] for i in ro.task_index]
+            res = self.scorer.score(rep, ro.response_text)
+            timings["time/reward_s"] += time.perf_counter() - t0
+            ro.rewards = torch.tensor(res.scores, dtype=torch.float32)
+            ro.info["correct"] = list(res.correct)
+            ro.info["extracted"] = list(res.extracted)
+            ro.group_ids = ro.group_ids + len(tasks_all)
+            tasks_all.extend(tasks)
+            stats["reward"] += res.scores
+            stats["correct"] += [float(x) for x in res.correct]
+            stats["length"] += ro.response_lengths.float().tolist()
+            stats["truncated"] += ro.truncated.float().tolist()
+            r = ro.rewards.view(-1, c.rollout.n)
+            stats["zero_var"] += (r.max(1).values == r.min(1).values).float().tolist()
+            rows = self.recipe.filter_rows(ro)
+            if rows is not None:
+                ro = ro.select(rows)
+            kept.append(ro)
+            have += len(ro) // c.rollout.n
+        batch = concat(kept, self.tok.pad_token_id)
+        if len(batch) > c.trainer.prompts_per_step * c.rollout.n:
+            batch = batch.select(list(range(c.trainer.prompts_per_step * c.rollout.n)))
+        m = {
+            "reward/mean": _mean(stats["reward"]), "reward/accuracy": _mean(stats["correct"]),
+            "response/length_mean": _mean(stats["length"]), "response/truncated_frac": _mean(stats["truncated"]),
+            "batch/zero_var_frac": _mean(stats["zero_var"]), "batch/gen_rounds": rounds,
+            "perf/gen_tokens_per_s": gen_tokens / max(timings["time/gen_s"], 1e-9), **timings,
+        }
+        return batch.trim(), tasks_all, m
+
+    # ------------------------------------------------------------------ learner
+    @torch.no_grad()
+    def _reference_logp(self, batch: Rollouts) -> torch.Tensor:
+        logp, _ = sequence_logprobs(self.ref, batch, temperature=self.cfg.rollout.temperature,
+                                    micro_batch=self.cfg.trainer.micro_batch)
+        return logp
+
+    def _set_lr(self) -> float:
+        o = self.cfg.optim
+        lr = o.lr * lr_at(self.opt_steps, self.total_opt_steps, o.warmup_steps, o.schedule, o.min_lr_ratio)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def update(self, batch: Rollouts) -> dict[str, float]:
+        c = self.cfg
+        if self.ref is not None:
+            batch.extras["ref_logp"] = self._reference_logp(batch)
+        batch = self.recipe.prepare(batch)
+        active_all = self.recipe.row_active(batch)
+        n = c.rollout.n
+        n_prompts = len(batch) // n
+        mini = (c.trainer.mini_batch_prompts or c.trainer.prompts_per_step) * n
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        ent_sum, ent_tok, trained_tokens = 0.0, 0.0, 0
+        t0 = time.perf_counter()
+        grad_norm = float("nan")
+        self.model.train()
+        self.modules.train()
+        for _epoch in range(c.trainer.epochs):
+            for start in range(0, n_prompts * n, mini):
+                rows = torch.arange(start, min(start + mini, len(batch)))
+                mb_all = batch.select(rows)
+                mask = mb_all.loss_mask.float()
+                norm = Norm(num_tokens=float(mask.sum()), num_seqs=float((mask.sum(1) > 0).sum()),
+                            loss_scale_factor=float(c.rollout.max_new_tokens))
+                act = rows[active_all[rows]]
+                self.opt.zero_grad(set_to_none=True)
+                lr = self._set_lr()
+                for ms in range(0, len(act), c.trainer.micro_batch):
+                    mb = batch.select(act[ms: ms + c.trainer.micro_batch]).trim()
+                    fwd = sequence_logprobs(
+                        self.model, mb, temperature=c.rollout.temperature, with_entropy=self.recipe.needs_entropy(),
+                        return_hidden=self.recipe.needs_hidden())
+                    logp, ent = fwd[0], fwd[1]
+                    hidden = fwd[2] if len(fwd) == 3 else None
+                    out = ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
+                    loss, metrics = self.recipe.loss(mb, out, norm)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"non-finite loss {float(loss)} at step {self.step}; lower optim.lr or check rewards")
+                    loss.backward()
+                    lm = mb.loss_mask.float()
+                    trained_tokens += int(lm.sum())
+                    if ent is not None:
+                        ent_sum += float((ent.detach() * lm).sum())
+                        ent_tok += float(lm.sum())
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0) + 1
+                params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
+                if params:
+                    if c.optim.grad_clip:
+                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, c.optim.grad_clip))
+                    else:
+                        grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params])))
+                    self.opt.step()
+                self.opt_steps += 1
+        train_s = time.perf_counter() - t0
+        out = {k: sums[k] / counts[k] for k in sums}
+        out.update({"actor/entropy": ent_sum / ent_tok if ent_tok else float("nan"), "actor/grad_norm": grad_norm,
+                    "actor/lr": lr, "batch/active_frac": float(active_all.float().mean()), "time/train_s": train_s,
+                    "perf/train_tokens_per_s": trained_tokens * c.trainer.epochs / max(train_s, 1e-9) / c.trainer.epochs})
+        return out
+
+    # ------------------------------------------------------------------ state
+    def trainer_state(self) -> dict[str, Any]:
+        from reasonrl.trainer.rng import capture_rng
+
+        return {"step": self.step, "opt_steps": self.opt_steps, "cursor": self.cursor, "rl_seconds": self.rl_seconds,
+                "optimizer": self.opt.state_dict(), "modules": self.modules.state_dict(),
+                "recipe": self.recipe.state_dict(), "rng": capture_rng(), "ref": None if self.ref is None else self.ref.state_dict()}
+
+    def load_trainer_state(self, st: dict[str, Any]) -> None:
+        from reasonrl.trainer.rng import restore_rng
+
+        self.step, self.opt_steps, self.cursor = st["step"], st["opt_steps"], st["cursor"]
+        self.rl_seconds = st["rl_seconds"]
+        self.opt.load_state_dict(st["optimizer"])
+        self.modules.load_state_dict(st["modules"])
+        self.recipe.load_state_dict(st["recipe"])
+        if self.ref is not None and st.get("ref") is not None:
+            self.ref.load_state_dict(st["ref"])
+        if not os.environ.get("REASONRL_TEST_FORGET_RNG"):
+            restore_rng(st["rng"])
+
+    def save_checkpoint(self) -> Path:
+        from reasonrl.trainer.checkpoint import hf_writer, save_checkpoint
+
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, files={"model": hf_writer(self.model, self.tok)},
+                               state=self.trainer_state(), keep_last=self.cfg.trainer.keep_last)
+
+    def try_resume(self) -> bool:
+        from reasonrl.trainer.checkpoint import find_resume_point, load_trainer_state
+
+        ck = find_resume_point(self.run_dir / "checkpoints", required=True)
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
+                                                      torch_dtype=next(self.model.parameters()).dtype)
+        self.model.load_state_dict(loaded.state_dict())
+        self.load_trainer_state(load_trainer_state(ck))
+        self.log(f"resumed from {ck} (step {self.step})")
+        return True
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        from reasonrl.eval.runner import EvalSettings, evaluate
+
+        c = self.cfg
+        st = EvalSettings(template=c.model.template, max_new_tokens=c.eval.max_new_tokens or c.rollout.max_new_tokens,
+                          k=c.eval.k, temperature=c.eval.temperature, sampled=c.eval.sampled, stop=tuple(c.rollout.stop),
+                          seed=c.run.seed + 777)
+        was = self.model.training
+        rng = torch.get_rng_state()
+        try:
+            return evaluate(self.engine, self.scorer, self.test_tasks, st)
+        finally:
+            torch.set_rng_state(rng)  # evaluation never perturbs the training RNG stream
+            self.model.train(was)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, Any]:
+        from reasonrl.trainer.logging import RunLogger
+
+        c = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(c))
+        if c.trainer.resume:
+            self.try_resume()
+        logger = RunLogger(self.run_dir, tensorboard=c.trainer.tensorboard)
+        logger.truncate_after(self.step)
+        summary: dict[str, Any] = {}
+        before = [r for r in logger.read_metrics() if r.get("step") == 0 and "eval/pass@1" in r]
+        if before:
+            summary["pass@1_before"] = before[0]["eval/pass@1"]
+        else:
+            ev = self.evaluate()
+            summary["pass@1_before"] = ev["pass@1"]
+            logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
+            self.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
+        with logger.progress(total=c.trainer.steps, start=self.step, enabled=c.trainer.progress) as bar:
+            while self.step < c.trainer.steps:
+                if c.trainer.max_time_s and self.rl_seconds >= c.trainer.max_time_s:
+                    self.log(f"stopping at step {self.step}: trainer.max_time_s={c.trainer.max_time_s} reached")
+                    break
+                t0 = time.perf_counter()
+                batch, tasks, m = self.collect()
+                m.update(self.update(batch))
+                self.step += 1
+                m["step"] = self.step
+                m["time/step_s"] = time.perf_counter() - t0
+                self.rl_seconds += m["time/step_s"]
+                m["perf/tokens_per_s"] = float(batch.response_valid.sum()) / m["time/step_s"]
+                if c.trainer.eval_every and self.step % c.trainer.eval_every == 0 and self.step < c.trainer.steps:
+                    m.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+                logger.log(m)
+                logger.samples(self.step, batch, tasks, c.trainer.log_samples)
+                bar.update(self.step, m)
+                if c.trainer.save_every and self.step % c.trainer.save_every == 0:
+                    self.save_checkpoint()
+        ev = self.evaluate()
+        logger.log({"step": self.step, **{f"eval/{k}": v for k, v in ev.items()}})
+        summary.update({"pass@1_after": ev["pass@1"], "steps": self.step, "rl_seconds": self.rl_seconds,
+                        **{f"final/{k}": v for k, v in ev.items()}})
+        from reasonrl.models.loading import save_policy
+
+        save_policy(self.model, self.tok, self.run_dir / "final")
+        logger.close()
+        return summary
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
