@@ -143,6 +143,11 @@ class Config(_Section):
 
 def _parse_value(raw: str) -> Any:
     """Override values are YAML scalars/lists: 1e-5, true, [a, b], 'text'."""
+    for conv in (int, float):
+        try:
+            return conv(raw)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -193,6 +198,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
         source = str(p)
     data = apply_overrides(data, overrides or [])
+    if isinstance(data.get("algorithm"), dict):
+        data["algorithm"].setdefault("name", "grpo")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:

@@ -107,7 +107,7 @@ class Recipe:
             kl = kl_penalty(out.logp, mb.extras["ref_logp"], self.p.kl_type)
             kl_term = self.agg(kl, mask, norm)
             total = total + self.p.kl_coef * kl_term
-            metrics["actor/kl"] = float(kl_term)
+            metrics["actor/kl"] = kl_term.item()
         if self.p.entropy_coef and out.entropy is not None:
             ent = self.agg(out.entropy, mask, norm)
             total = total - self.p.entropy_coef * ent
@@ -192,7 +192,7 @@ class GRPO(Recipe):
                               num_tokens=norm.num_tokens, num_seqs=norm.num_seqs,
                               loss_scale_factor=norm.loss_scale_factor)
         reg, rm = self.regularisers(mb, out, norm)
-        metrics = {"actor/pg_loss": float(pg), **{f"actor/{k}": float(v) for k, v in m.items()}, **rm}
+        metrics = {"actor/pg_loss": pg.item(), **{f"actor/{k}": float(v) for k, v in m.items()}, **rm}
         return pg + reg, metrics
 
 
@@ -209,4 +209,4 @@ class SFT(Recipe):
         nll = sft_nll(out.logp, mask, self.p.loss_agg, num_tokens=norm.num_tokens, num_seqs=norm.num_seqs,
                       loss_scale_factor=norm.loss_scale_factor)
         reg, rm = self.regularisers(mb, out, norm)
-        return nll + reg, {"actor/sft_loss": float(nll), **rm}
+        return nll + reg, {"actor/sft_loss": nll.item(), **rm}

@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    cfg_arg = getattr(args, "config", None)
+    if cfg_arg and "=" in cfg_arg and not Path(cfg_arg).exists():
+        args.overrides = [cfg_arg, *args.overrides]  # no YAML file given, only overrides
+        args.config = None
     from reasonrl.config import ConfigError
 
     try:
