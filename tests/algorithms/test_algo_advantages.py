@@ -35,7 +35,7 @@ def _whiten_list(vals):
 
 def test_gae_by_hand_with_interior_mask():
     r = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 1]], dtype=D)
-    v = torch.tensor([[0.5, 0.2, 0.4, 9.0], [0.1, 7.0, 0.3, 0.6]], dtype=D)
+    v = torch.tensor([[0.5, 0.2, 0.4, math.inf], [0.1, 7.0, 0.3, 0.6]], dtype=D)  # inf on padding is ignored
     m = torch.tensor([[1, 1, 1, 0], [1, 0, 1, 1]], dtype=D)
     adv, ret = gae(r, v, m, gamma=0.9, lam=0.8, whiten=False)
     raw = [[0.10624, 0.592, 0.6, 0.0], [0.55016, 0.0, 0.528, 0.4]]

@@ -58,20 +58,19 @@ def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
     ``returns = Â + V`` before whitening; advantages are whitened over all valid tokens of the
     batch (veRL). Defaults γ = λ = 1 as veRL and the entropy-advantage paper's PPO runs.
     """
-    m = mask.to(values.dtype)
+    m = mask.bool()
     b, t_len = values.shape
     next_v = values.new_zeros(b)
     next_a = values.new_zeros(b)
     adv = torch.zeros_like(values)
     for t in reversed(range(t_len)):
-        delta = token_rewards[:, t] + gamma * next_v - values[:, t]
-        a_t = delta + gamma * lam * next_a
-        adv[:, t] = a_t
         mt = m[:, t]
-        next_v = mt * values[:, t] + (1 - mt) * next_v
-        next_a = mt * a_t + (1 - mt) * next_a
-    returns = (adv + values) * m
-    adv = adv * m
+        delta = token_rewards[:, t] + gamma * next_v - values[:, t]
+        a_t = torch.where(mt, delta + gamma * lam * next_a, 0.0)
+        adv[:, t] = a_t
+        next_v = torch.where(mt, values[:, t], next_v)
+        next_a = torch.where(mt, a_t, next_a)
+    returns = torch.where(m, adv + values, 0.0)
     if whiten:
         adv = _whiten_or_zero(adv, mask)
     return adv, returns
