@@ -95,9 +95,11 @@ def save_checkpoint(
     reserved = {MARKER, "." + MARKER + ".tmp"} | ({STATE_FILE} if state is not None else set())
     for name in files:
         p = Path(name)
-        if p.is_absolute() or ".." in p.parts or not p.parts or name in reserved:
+        if p.is_absolute() or ".." in p.parts or not p.parts or p.as_posix() in reserved:
             raise ValueError(f"invalid checkpoint entry name {name!r}")
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True)
+        _fsync_dir(root.parent)  # so the root itself survives a power loss after the first commit
 
     tmp = root / f"{_TMP_PREFIX}{step}_{os.getpid()}"
     if tmp.exists():
