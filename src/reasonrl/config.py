@@ -77,7 +77,9 @@ class TrainerConfig(_Section):
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = never; the final policy is always saved).")
     keep_last: int = Field(2, ge=1, description="Committed checkpoints kept after rotation.")
     log_samples: int = Field(4, ge=0, description="Samples per step written to samples.jsonl.")
-    resume: bool = Field(False, description="Continue from the newest committed checkpoint; fails if none is valid.")
+    resume: bool | Literal["auto"] = Field(False, description=(
+        "true: continue from the newest committed checkpoint and fail if none is valid; 'auto': resume if a "
+        "committed checkpoint exists, else start fresh (says which); false: start fresh."))
     tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
     progress: bool = Field(True, description="Show a progress bar.")
     max_time_s: float = Field(0.0, ge=0, description="Stop RL after this many seconds (0 = no limit); used for equal-wall-clock controls.")

@@ -21,7 +21,7 @@ def cmd_train(args) -> int:
     from reasonrl.trainer.loop import Trainer
 
     cfg = _config(args)
-    if args.resume:
+    if args.resume and cfg.trainer.resume is False:
         cfg.trainer.resume = True
     trainer = Trainer(cfg)
     summary = trainer.run()
@@ -147,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if "=" not in x or x.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:  # overrides written after an option (e.g. `--resume trainer.steps=5`)
+        args.overrides = [*getattr(args, "overrides", []), *extra]
     cfg_arg = getattr(args, "config", None)
     if cfg_arg and "=" in cfg_arg and not Path(cfg_arg).exists():
         args.overrides = [cfg_arg, *args.overrides]  # no YAML file given, only overrides

@@ -112,7 +112,7 @@ class Trainer:
         rounds = 0
         max_rounds = int(c.algorithm.get("max_gen_batches", 1) or 10**9)
         gen_tokens = 0
-        stats = {"reward": [], "correct": [], "length": [], "zero_var": [], "truncated": []}
+        stats = {"reward": [], "correct": [], "length": [], "zero_var": [], "truncated": [], "invalid_groups": 0}
         while have < c.trainer.prompts_per_step:
             if rounds >= max_rounds:
                 raise TrainingError(
@@ -134,6 +134,7 @@ class Trainer:
             rep = [tasks[i - len(tasks_all)] for i in ro.task_index]
             res = self.scorer.score(rep, ro.response_text)
             timings["time/reward_s"] += time.perf_counter() - t0
+            short = 0
             ro.rewards = torch.tensor(res.scores, dtype=torch.float32)
             ro.info["correct"] = list(res.correct)
             ro.info["extracted"] = list(res.extracted)
@@ -145,11 +146,17 @@ class Trainer:
             stats["truncated"] += ro.truncated.float().tolist()
             r = ro.rewards.view(-1, c.rollout.n)
             stats["zero_var"] += (r.max(1).values == r.min(1).values).float().tolist()
+            if not all(res.valid):
+                # a grading failure (verifier crash/timeout) is not a wrong answer: drop its whole group
+                bad = {int(g) for g, ok in zip(ro.group_ids, res.valid) if not ok}
+                stats["invalid_groups"] += len(bad)
+                ro = ro.select([i for i, g in enumerate(ro.group_ids.tolist()) if g not in bad])
+                short += len(bad)
             rows = self.recipe.filter_rows(ro)
             if rows is not None:
                 ro = ro.select(rows)
             kept.append(ro)
-            have += len(ro) // c.rollout.n
+            have += len(ro) // c.rollout.n + short
         batch = concat(kept, self.tok.pad_token_id)
         if len(batch) > c.trainer.prompts_per_step * c.rollout.n:
             batch = batch.select(list(range(c.trainer.prompts_per_step * c.rollout.n)))
@@ -157,6 +164,7 @@ class Trainer:
             "reward/mean": _mean(stats["reward"]), "reward/accuracy": _mean(stats["correct"]),
             "response/length_mean": _mean(stats["length"]), "response/truncated_frac": _mean(stats["truncated"]),
             "batch/zero_var_frac": _mean(stats["zero_var"]), "batch/gen_rounds": rounds,
+            "reward/invalid_groups": stats["invalid_groups"],
             "perf/gen_tokens_per_s": gen_tokens / max(timings["time/gen_s"], 1e-9), **timings,
         }
         return batch.trim(), tasks_all, m
@@ -189,6 +197,7 @@ class Trainer:
         ent_sum, ent_tok, trained_tokens = 0.0, 0.0, 0
         t0 = time.perf_counter()
         grad_norm = float("nan")
+        losses: list[float] = []
         self.model.train()
         self.modules.train()
         for _epoch in range(c.trainer.epochs):
@@ -201,6 +210,7 @@ class Trainer:
                 act = rows[active_all[rows]]
                 self.opt.zero_grad(set_to_none=True)
                 lr = self._set_lr()
+                step_loss = 0.0
                 for ms in range(0, len(act), c.trainer.micro_batch):
                     mb = batch.select(act[ms: ms + c.trainer.micro_batch]).trim()
                     fwd = sequence_logprobs(
@@ -213,6 +223,7 @@ class Trainer:
                     if not torch.isfinite(loss):
                         raise TrainingError(f"non-finite loss {float(loss)} at step {self.step}; lower optim.lr or check rewards")
                     loss.backward()
+                    step_loss += loss.item()
                     lm = mb.loss_mask.float()
                     trained_tokens += int(lm.sum())
                     if ent is not None:
@@ -229,9 +240,11 @@ class Trainer:
                         grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params])))
                     self.opt.step()
                 self.opt_steps += 1
+                losses.append(step_loss)
+                _trace(self.step + 1, self.opt_steps, step_loss, grad_norm)
         train_s = time.perf_counter() - t0
         out = {k: sums[k] / counts[k] for k in sums}
-        out.update({"actor/entropy": ent_sum / ent_tok if ent_tok else float("nan"), "actor/grad_norm": grad_norm,
+        out.update({"actor/loss": sum(losses) / max(1, len(losses)), "actor/entropy": ent_sum / ent_tok if ent_tok else float("nan"), "actor/grad_norm": grad_norm,
                     "actor/lr": lr, "batch/active_frac": float(active_all.float().mean()), "time/train_s": train_s,
                     "perf/train_tokens_per_s": trained_tokens * c.trainer.epochs / max(train_s, 1e-9) / c.trainer.epochs})
         return out
@@ -260,13 +273,20 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         from reasonrl.trainer.checkpoint import hf_writer, save_checkpoint
 
-        return save_checkpoint(self.run_dir / "checkpoints", self.step, files={"model": hf_writer(self.model, self.tok)},
+        files = {"model": hf_writer(self.model, self.tok)}
+        delay = float(os.environ.get("REASONRL_TEST_SAVE_DELAY", "0"))
+        if delay:  # test hook: widen the save window so SIGKILLs land mid-save
+            files["slow.bin"] = lambda p: (time.sleep(delay), p.write_bytes(b"x"))
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, files=files,
                                state=self.trainer_state(), keep_last=self.cfg.trainer.keep_last)
 
-    def try_resume(self) -> bool:
+    def try_resume(self, required: bool = True) -> bool:
         from reasonrl.trainer.checkpoint import find_resume_point, load_trainer_state
 
-        ck = find_resume_point(self.run_dir / "checkpoints", required=True)
+        ck = find_resume_point(self.run_dir / "checkpoints", required=required)
+        if ck is None:
+            self.log(f"resume=auto: no committed checkpoint under {self.run_dir / 'checkpoints'}; starting fresh")
+            return False
         from transformers import AutoModelForCausalLM
 
         loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
@@ -299,8 +319,9 @@ class Trainer:
         c = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(c))
+        self.log(f"run {c.run.name}: starting ({c.trainer.steps} steps, algorithm {c.algorithm['name']}, resume={c.trainer.resume})")
         if c.trainer.resume:
-            self.try_resume()
+            self.try_resume(required=c.trainer.resume is True)
         logger = RunLogger(self.run_dir, tensorboard=c.trainer.tensorboard)
         logger.truncate_after(self.step)
         summary: dict[str, Any] = {}
@@ -341,6 +362,19 @@ class Trainer:
         save_policy(self.model, self.tok, self.run_dir / "final")
         logger.close()
         return summary
+
+
+def _trace(step: int, opt_step: int, loss: float, grad_norm: float) -> None:
+    """Test hook: with REASONRL_STEP_TRACE=<file>, append every optimizer step's loss and grad norm as
+    exact float hex, never truncated on resume, so replayed steps can be compared bit for bit."""
+    path = os.environ.get("REASONRL_STEP_TRACE")
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, "opt_step": opt_step, "loss": float(loss).hex(),
+                            "grad_norm": float(grad_norm).hex()}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _mean(xs: list[float]) -> float:
