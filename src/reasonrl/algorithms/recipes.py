@@ -9,6 +9,7 @@ here (or in its own file) and registering it with ``@register``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -37,6 +38,21 @@ class ForwardOut:
     entropy: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What a recipe may ask of the trainer while preparing a batch (all without gradients).
+
+    ``forward(batch)`` runs the current policy (and the recipe's modules) on a batch and returns a
+    ``ForwardOut`` with hidden states; ``demo_rows(task_indices)`` builds rows whose response is the
+    task's worked demonstration (for SFT terms such as HPT's); ``tasks`` maps ``batch.task_index``.
+    """
+
+    forward: Callable[[Rollouts], ForwardOut]
+    demo_rows: Callable[[list[int]], Rollouts]
+    tasks: list
+    step: int
 
 
 @dataclass
@@ -73,7 +89,7 @@ class Recipe:
     def filter_rows(self, batch: Rollouts) -> torch.Tensor | None:
         return None
 
-    def prepare(self, batch: Rollouts) -> Rollouts:
+    def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         return batch
 
     def row_active(self, batch: Rollouts) -> torch.Tensor:
@@ -169,7 +185,7 @@ class GRPO(Recipe):
     Params = GRPOParams
     p: GRPOParams
 
-    def prepare(self, batch: Rollouts) -> Rollouts:
+    def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         from reasonrl.algorithms.advantages import grpo
 
         adv, _ = grpo(batch.rewards.float(), batch.group_ids, batch.loss_mask.float(),
@@ -208,5 +224,29 @@ class SFT(Recipe):
         mask = mb.loss_mask.to(out.logp.dtype)
         nll = sft_nll(out.logp, mask, self.p.loss_agg, num_tokens=norm.num_tokens, num_seqs=norm.num_seqs,
                       loss_scale_factor=norm.loss_scale_factor)
+        reg, rm = self.regularisers(mb, out, norm)
+        return nll + reg, {"actor/sft_loss": nll.item(), **rm}
+
+
+@register
+class RFT(Recipe):
+    name = "rft"
+    paper = "rejection-sampling fine-tuning / expert iteration (STaR, arXiv 2203.14465; RAFT, arXiv 2304.06767)"
+    formula = "L=agg(-log pi(y_t)) over the policy's own correct samples only (wrong samples are masked out)"
+
+    def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
+        correct = torch.tensor([bool(c) for c in batch.info["correct"]], dtype=batch.loss_mask.dtype)
+        batch.extras["response_valid"] = batch.response_valid.clone()
+        batch.loss_mask = batch.loss_mask * correct[:, None]
+        return batch
+
+    def row_active(self, batch: Rollouts) -> torch.Tensor:
+        return batch.loss_mask.sum(dim=1) > 0
+
+    def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, dict[str, float]]:
+        from reasonrl.algorithms.losses import sft_nll
+
+        nll = sft_nll(out.logp, mb.loss_mask.to(out.logp.dtype), self.p.loss_agg, num_tokens=norm.num_tokens,
+                      num_seqs=norm.num_seqs, loss_scale_factor=norm.loss_scale_factor)
         reg, rm = self.regularisers(mb, out, norm)
         return nll + reg, {"actor/sft_loss": nll.item(), **rm}

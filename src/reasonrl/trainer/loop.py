@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, make_recipe
+from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext, make_recipe
 from reasonrl.batch import Rollouts, concat
 from reasonrl.config import Config, dump_config
 from reasonrl.rollout.logprobs import sequence_logprobs
@@ -183,11 +183,46 @@ class Trainer:
             g["lr"] = lr
         return lr
 
-    def update(self, batch: Rollouts) -> dict[str, float]:
+    @torch.no_grad()
+    def _forward_nograd(self, batch: Rollouts) -> ForwardOut:
+        logp, ent, hidden = sequence_logprobs(self.model, batch, temperature=self.cfg.rollout.temperature,
+                                              micro_batch=self.cfg.trainer.micro_batch, with_entropy=True,
+                                              return_hidden=True)
+        return ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
+
+    def demo_rows(self, tasks: list, task_indices: list[int]) -> Rollouts:
+        """Rows whose response is the task's demonstration + EOS, in the rollout layout."""
+        from reasonrl.tasks.templates import render_prompt
+        from reasonrl.trainer.sft import SFTExample, collate, encode_examples
+
+        exs = []
+        for i in task_indices:
+            t = tasks[i]
+            if not t.solution:
+                raise TrainingError(f"task {t.uid} has no worked solution, but algorithm "
+                                    f"{self.cfg.algorithm['name']!r} needs demonstrations; add a `solution` field")
+            exs.append(SFTExample(render_prompt(t, self.cfg.model.template, self.tok), t.solution))
+        enc = encode_examples(self.tok, exs)
+        tp = max(len(p) for p, _ in enc)
+        b = collate(enc, self.tok.pad_token_id)
+        resp_mask = (b["labels"][:, tp:] != -100).float()
+        ids = b["input_ids"]
+        with torch.no_grad():
+            ro = Rollouts(prompt_ids=ids[:, :tp], prompt_mask=b["attention_mask"][:, :tp], response_ids=ids[:, tp:],
+                          loss_mask=resp_mask, rollout_logp=torch.zeros_like(resp_mask),
+                          group_ids=torch.tensor([-1 - i for i in task_indices]), task_index=list(task_indices),
+                          response_text=[e.completion for e in exs], truncated=torch.zeros(len(exs), dtype=torch.bool),
+                          rewards=torch.ones(len(exs)), info={"correct": [True] * len(exs), "demo": [True] * len(exs)})
+            ro.rollout_logp = sequence_logprobs(self.model, ro, temperature=self.cfg.rollout.temperature)[0]
+        return ro
+
+    def update(self, batch: Rollouts, tasks: list | None = None) -> dict[str, float]:
         c = self.cfg
         if self.ref is not None:
             batch.extras["ref_logp"] = self._reference_logp(batch)
-        batch = self.recipe.prepare(batch)
+        ctx = StepContext(forward=self._forward_nograd, demo_rows=lambda idx: self.demo_rows(tasks or [], idx),
+                          tasks=tasks or [], step=self.step)
+        batch = self.recipe.prepare(batch, ctx)
         active_all = self.recipe.row_active(batch)
         n = c.rollout.n
         n_prompts = len(batch) // n
@@ -340,7 +375,7 @@ class Trainer:
                     break
                 t0 = time.perf_counter()
                 batch, tasks, m = self.collect()
-                m.update(self.update(batch))
+                m.update(self.update(batch, tasks))
                 self.step += 1
                 m["step"] = self.step
                 m["time/step_s"] = time.perf_counter() - t0
