@@ -47,12 +47,18 @@ class StepContext:
     ``forward(batch)`` runs the current policy (and the recipe's modules) on a batch and returns a
     ``ForwardOut`` with hidden states; ``demo_rows(task_indices)`` builds rows whose response is the
     task's worked demonstration (for SFT terms such as HPT's); ``tasks`` maps ``batch.task_index``.
+    ``reference(batch)`` gives reference log-probs for rows a recipe adds (None without a reference);
+    ``max_new_tokens`` is the response limit (DAPO's overlong shaping scales with it); ``pad_id``
+    pads prompts when a recipe concatenates rows.
     """
 
     forward: Callable[[Rollouts], ForwardOut]
     demo_rows: Callable[[list[int]], Rollouts]
     tasks: list
     step: int
+    reference: Callable[[Rollouts], torch.Tensor] | None = None
+    max_new_tokens: int = 0
+    pad_id: int = 0
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Norm:
     num_tokens: float
     num_seqs: float
     loss_scale_factor: float
+    batch: Rollouts | None = None  # the whole mini-batch, for normalisers over a row subset (HPT's demos)
 
 
 class Recipe:
@@ -218,6 +225,15 @@ class SFT(Recipe):
     paper = "supervised fine-tuning; the unified-estimator view of HPT, arXiv 2509.04419"
     formula = "L=agg(-log pi(y_t)) on the task's demonstration (A=1, pi_ref=pi_theta, no mask)"
 
+    def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
+        """One demonstration row per prompt of the step: the rollouts only choose the prompts."""
+        gid = batch.group_ids
+        first = [i for i in range(len(batch)) if i == 0 or gid[i] != gid[i - 1]]
+        demo = ctx.demo_rows([batch.task_index[i] for i in first])
+        if "ref_logp" in batch.extras and ctx.reference is not None:
+            demo.extras["ref_logp"] = ctx.reference(demo)
+        return demo
+
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, dict[str, float]]:
         from reasonrl.algorithms.losses import sft_nll
 
@@ -250,3 +266,7 @@ class RFT(Recipe):
                       num_seqs=norm.num_seqs, loss_scale_factor=norm.loss_scale_factor)
         reg, rm = self.regularisers(mb, out, norm)
         return nll + reg, {"actor/sft_loss": nll.item(), **rm}
+
+
+# registry completion: recipes declared in their own files register on import (after the bases above exist)
+from reasonrl.algorithms import zoo  # noqa: E402,F401

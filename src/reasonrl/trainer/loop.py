@@ -110,15 +110,16 @@ class Trainer:
         tasks_all: list = []
         have = 0
         rounds = 0
-        max_rounds = int(c.algorithm.get("max_gen_batches", 1) or 10**9)
+        mg = c.algorithm.get("max_gen_batches", 1)  # recipes without a sample filter need one round
+        max_rounds = int(mg) if mg is not None and int(mg) > 0 else 10**9  # <= 0 / None: unlimited (DAPO)
         gen_tokens = 0
         stats = {"reward": [], "correct": [], "length": [], "zero_var": [], "truncated": [], "invalid_groups": 0}
         while have < c.trainer.prompts_per_step:
             if rounds >= max_rounds:
                 raise TrainingError(
                     f"sample filter kept only {have}/{c.trainer.prompts_per_step} prompts after {rounds} generation "
-                    f"rounds (algorithm.max_gen_batches={max_rounds}); raise max_gen_batches, lower the filter's "
-                    f"strictness, or pick easier/harder prompts so groups have mixed rewards")
+                    f"rounds (algorithm.max_gen_batches={max_rounds}); raise algorithm.max_gen_batches (<= 0: "
+                    f"unlimited), relax the filter, or pick easier/harder prompts so groups have mixed rewards")
             rounds += 1
             tasks = self.next_tasks(c.trainer.prompts_per_step)
             prompts = [render_prompt(t, c.model.template, self.tok) for t in tasks]
@@ -221,27 +222,33 @@ class Trainer:
         if self.ref is not None:
             batch.extras["ref_logp"] = self._reference_logp(batch)
         ctx = StepContext(forward=self._forward_nograd, demo_rows=lambda idx: self.demo_rows(tasks or [], idx),
-                          tasks=tasks or [], step=self.step)
+                          tasks=tasks or [], step=self.step,
+                          reference=self._reference_logp if self.ref is not None else None,
+                          max_new_tokens=c.rollout.max_new_tokens, pad_id=self.tok.pad_token_id or 0)
         batch = self.recipe.prepare(batch, ctx)
         active_all = self.recipe.row_active(batch)
-        n = c.rollout.n
-        n_prompts = len(batch) // n
-        mini = (c.trainer.mini_batch_prompts or c.trainer.prompts_per_step) * n
+        # mini-batches are runs of whole groups, not fixed row counts: a recipe may add or drop rows
+        # (HPT swaps a group's n rollouts for one demonstration); groups are contiguous rows.
+        _, gsize = torch.unique_consecutive(batch.group_ids, return_counts=True)
+        gstart = torch.cat([gsize.new_zeros(1), gsize.cumsum(0)])
+        n_mini = c.trainer.prompts_per_step // (c.trainer.mini_batch_prompts or c.trainer.prompts_per_step)
+        chunks = [(int(gstart[g[0]]), int(gstart[g[-1] + 1])) for g in torch.arange(len(gsize)).tensor_split(n_mini)
+                  if len(g)]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         ent_sum, ent_tok, trained_tokens = 0.0, 0.0, 0
         t0 = time.perf_counter()
-        grad_norm = float("nan")
+        grad_norm = lr = float("nan")
         losses: list[float] = []
         self.model.train()
         self.modules.train()
         for _epoch in range(c.trainer.epochs):
-            for start in range(0, n_prompts * n, mini):
-                rows = torch.arange(start, min(start + mini, len(batch)))
+            for start, end in chunks:
+                rows = torch.arange(start, end)
                 mb_all = batch.select(rows)
                 mask = mb_all.loss_mask.float()
                 norm = Norm(num_tokens=float(mask.sum()), num_seqs=float((mask.sum(1) > 0).sum()),
-                            loss_scale_factor=float(c.rollout.max_new_tokens))
+                            loss_scale_factor=float(c.rollout.max_new_tokens), batch=mb_all)
                 act = rows[active_all[rows]]
                 self.opt.zero_grad(set_to_none=True)
                 lr = self._set_lr()
