@@ -24,6 +24,7 @@ class EvalSettings:
     sampled: bool = True
     seed: int = 1234
     stop: tuple[str, ...] = ()
+    maj_ks: tuple[int, ...] = ()  # extra maj@m (m <= k) from the first m samples, e.g. maj@16 out of 64
 
 
 def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings) -> dict[str, float]:
@@ -61,6 +62,9 @@ def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings) -> dict[
         if k & (k - 1):
             out[f"pass@{k}"] = mean_pass_at_k(correct, k)
         out[f"maj@{k}"] = maj_at_k(answers, correct, k)
+        for m in settings.maj_ks:
+            if m <= k:
+                out[f"maj@{m}"] = maj_at_k(answers, correct, m)
         out["distinct_correct"] = distinct_correct(texts, correct)
     out["seconds"] = time.perf_counter() - t0
     return out
