@@ -86,7 +86,10 @@ class TrainerConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
+    name: Literal["adamw", "sgd"] = Field("adamw", description=(
+        "Optimizer. AdamW is the default; SGD does not rescale small, noisy policy-gradient components to lr-sized steps."))
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (optim.name=sgd only).")
     betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

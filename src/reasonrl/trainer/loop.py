@@ -76,7 +76,10 @@ class Trainer:
                              user_fns=fns, math_timeout_s=cfg.reward.math_timeout_s)
         params = list(self.model.parameters()) + list(self.modules.parameters())
         o = cfg.optim
-        self.opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        if o.name == "sgd":
+            self.opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         self.step = 0
         self.opt_steps = 0
         self.cursor = 0
