@@ -33,18 +33,18 @@ class TinySpec:
 
     family: str = "arith"
     difficulty: int | None = None
-    demos: int = 1000
+    demos: int = 2000
     vocab_size: int = 256
     hidden: int = 128
     layers: int = 4
     heads: int = 4
     ffn: int = 384
     max_positions: int = 256
-    sft_seconds: float = 150.0
+    sft_steps: int = 1400
     sft_lr: float = 2e-3
     sft_batch: int = 64
     val_size: int = 200
-    eval_every: int = 50
+    eval_every: int = 100
     max_new_tokens: int = 64
     seed: int = 0
 
@@ -61,15 +61,19 @@ def default_model_dir(spec: TinySpec | None = None) -> Path:
     return cache_root() / "models" / f"tiny-{spec.key()}"
 
 
+def _pool_and_validation(spec: TinySpec) -> list[Task]:
+    return generate(spec.family, spec.demos + spec.val_size, split="train", seed=spec.seed,
+                    difficulty=spec.difficulty, unique=True)
+
+
 def demo_pool(spec: TinySpec) -> list[Task]:
-    """The fixed demonstration pool: the first ``spec.demos`` items of the seeded training stream."""
-    return generate(spec.family, spec.demos, split="train", seed=spec.seed, difficulty=spec.difficulty)
+    """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream."""
+    return _pool_and_validation(spec)[: spec.demos]
 
 
 def validation_tasks(spec: TinySpec) -> list[Task]:
-    """Training-split problems after the demo pool (disjoint from demos by stream position, from test by split)."""
-    return generate(spec.family, spec.val_size, split="train", seed=spec.seed, difficulty=spec.difficulty,
-                    start=spec.demos)
+    """Distinct training-split problems after the demo pool (disjoint from demos by construction, from test by split)."""
+    return _pool_and_validation(spec)[spec.demos:]
 
 
 def sft_examples(tasks: list[Task], template: str = "plain", tokenizer=None) -> list[SFTExample]:
@@ -113,7 +117,7 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
         return out
     t0 = time.perf_counter()
     log(f"building the default model {out.name} (tokenizer + {spec.layers}x{spec.hidden} Llama, "
-        f"SFT {spec.sft_seconds:.0f}s on {spec.demos} demonstrations); cached for later runs")
+        f"SFT {spec.sft_steps} steps on {spec.demos} demonstrations, a few minutes); cached for later runs")
     tok = train_tokenizer(_tokenizer_corpus(spec), spec.vocab_size)
     model = build_model(spec, tok)
     n_params = sum(p.numel() for p in model.parameters())
@@ -133,9 +137,10 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
 
     opt = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
     res = run_sft(model, tok, examples, optimizer=opt, lr=spec.sft_lr, batch_size=spec.sft_batch,
-                  time_budget_s=spec.sft_seconds, warmup=50, schedule="cosine", min_lr_ratio=0.05,
+                  steps=spec.sft_steps, warmup=50, schedule="cosine", min_lr_ratio=0.05,
                   seed=spec.seed, eval_fn=eval_fn, eval_every=spec.eval_every)
-    eval_fn(res.steps)
+    if res.steps % spec.eval_every:
+        eval_fn(res.steps)
     model.load_state_dict(best["state"])
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,35 @@
+"""The built-in model builder: HF-format output loadable by from_pretrained, cached, deterministic."""
+
+import json
+
+from reasonrl.models.loading import load_policy
+from reasonrl.models.tiny import TinySpec, build_default_model, demo_pool, validation_tasks
+from reasonrl.models.tokenizer import train_tokenizer
+
+SPEC = TinySpec(demos=64, sft_steps=6, hidden=32, layers=1, heads=2, ffn=64, val_size=8, eval_every=3, sft_batch=8)
+
+
+def test_build_save_load_and_reuse(tmp_path):
+    out = build_default_model(SPEC, tmp_path / "m", log=lambda *a: None)
+    meta = json.loads((out / "reasonrl_build.json").read_text())
+    assert meta["sft_steps"] == 6 and meta["spec"]["demos"] == 64 and 0 <= meta["val_pass@1"] <= 1
+    model, tok = load_policy(out)
+    assert model.config.model_type == "llama" and tok.eos_token_id is not None
+    stamp = (out / "reasonrl_build.json").stat().st_mtime_ns
+    assert build_default_model(SPEC, out, log=lambda *a: None) == out
+    assert (out / "reasonrl_build.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_demo_pool_and_validation_are_disjoint_streams():
+    pool = {t.prompt for t in demo_pool(SPEC)}
+    val = {t.prompt for t in validation_tasks(SPEC)}
+    assert len(pool) > 50 and not (pool & val)
+
+
+def test_tokenizer_keeps_digits_single_and_round_trips():
+    tok = train_tokenizer(["Compute 18*3-16+98.\n18*3=54. 54-16=38. 38+98=136. \\boxed{136}"] * 20, 64)
+    text = "Compute 123+4.\n123+4=127. \\boxed{127}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert all(len(p) == 1 for p in pieces if any(ch.isdigit() for ch in p))
