@@ -400,6 +400,13 @@ class Trainer:
                     self.save_checkpoint()
         ev = self.evaluate()
         logger.log({"step": self.step, **{f"eval/{k}": v for k, v in ev.items()}})
+        rows = [r for r in logger.read_metrics() if "perf/gen_tokens_per_s" in r]
+        for key in ("perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/tokens_per_s"):
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            summary[f"mean_{key.split('/')[1]}"] = sum(vals) / len(vals) if vals else None
+        import resource
+
+        summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         summary.update({"pass@1_after": ev["pass@1"], "steps": self.step, "rl_seconds": self.rl_seconds,
                         **{f"final/{k}": v for k, v in ev.items()}})
         from reasonrl.models.loading import save_policy
