@@ -82,23 +82,13 @@ def _read_sample_rows(path: Path) -> list[dict[str, Any]]:
     """First and last ``SAMPLES_PER_END`` parseable rows, streaming (the file can be large)."""
     head: list[dict[str, Any]] = []
     tail: deque[tuple[int, dict[str, Any]]] = deque(maxlen=SAMPLES_PER_END)
-    i = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(row, dict):
-                continue
-            if len(head) < SAMPLES_PER_END:
-                head.append(row)
-            else:
-                tail.append((i, row))
-            i += 1
+    from reasonrl.report.plots import iter_jsonl
+
+    for i, row in enumerate(iter_jsonl(path)):
+        if len(head) < SAMPLES_PER_END:
+            head.append(row)
+        else:
+            tail.append((i, row))
     return head + [r for _, r in tail]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,12 @@ _TIME_KEYS: tuple[tuple[str, str], ...] = (
 PLOT_NAMES: tuple[str, ...] = tuple(p.name for p in _LINE_PLOTS) + ("time",)
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Parse ``metrics.jsonl``, skipping blank and unparseable lines.
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a jsonl log, skipping blank and unparseable lines.
 
-    A run killed mid-write leaves a truncated last line; the report should still render the rest.
+    A run killed mid-write leaves a truncated last line; readers should still get the rest.
     """
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -71,8 +70,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
-                rows.append(row)
-    return rows
+                yield row
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All rows of ``metrics.jsonl`` (see ``iter_jsonl``)."""
+    return list(iter_jsonl(path))
 
 
 def _finite(v: Any) -> float | None:

@@ -56,9 +56,9 @@ class RunLogger:
             os.replace(tmp, path)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x.strip()]
+        from reasonrl.report.plots import read_metrics
+
+        return read_metrics(self.metrics_path) if self.metrics_path.exists() else []
 
     def log(self, row: dict[str, Any]) -> None:
         self._append(self.metrics_path, row)
