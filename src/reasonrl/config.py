@@ -108,7 +108,7 @@ class EvalConfig(_Section):
 
 class DemoConfig(_Section):
     control: bool = Field(True, description="Run the equal-wall-clock SFT control arm (same start, same demonstrations).")
-    control_lr: float = Field(3e-4, gt=0, description="Control arm SFT learning rate (constant after a 20-step warm-up).")
+    control_lr: float = Field(1e-4, gt=0, description="Control arm SFT learning rate (constant after a 20-step warm-up); 1e-4 is where the built-in model's SFT schedule ends.")
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
 
 
