@@ -245,7 +245,9 @@ class SFT(Recipe):
 
 
 @register
-class RFT(Recipe):
+class RFT(SFT):
+    """SFT's loss on the policy's own correct samples instead of demonstrations."""
+
     name = "rft"
     paper = "rejection-sampling fine-tuning / expert iteration (STaR, arXiv 2203.14465; RAFT, arXiv 2304.06767)"
     formula = "L=agg(-log pi(y_t)) over the policy's own correct samples only (wrong samples are masked out)"
@@ -258,14 +260,6 @@ class RFT(Recipe):
 
     def row_active(self, batch: Rollouts) -> torch.Tensor:
         return batch.loss_mask.sum(dim=1) > 0
-
-    def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, dict[str, float]]:
-        from reasonrl.algorithms.losses import sft_nll
-
-        nll = sft_nll(out.logp, mb.loss_mask.to(out.logp.dtype), self.p.loss_agg, num_tokens=norm.num_tokens,
-                      num_seqs=norm.num_seqs, loss_scale_factor=norm.loss_scale_factor)
-        reg, rm = self.regularisers(mb, out, norm)
-        return nll + reg, {"actor/sft_loss": nll.item(), **rm}
 
 
 # registry completion: recipes declared in their own files register on import (after the bases above exist)
