@@ -18,6 +18,8 @@ def test_demo_reports_before_after_and_control(tmp_path):
     for key in ("pass@1_before", "pass@1_after", "pass@1_sft_control", "rl_seconds", "demo_wall_seconds"):
         assert key in saved and key in summary, key
     assert saved["control/control_steps"] >= 1
+    for key in ("after_vs_before_fixed", "after_vs_before_sign_p", "after_vs_control_fixed", "after_vs_control_sign_p"):
+        assert key in saved, key
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "equal-wall-clock SFT control" in html and "pass@1_sft_control" in html
     assert (tmp_path / "demo" / "final" / "config.json").exists()

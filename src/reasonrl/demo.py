@@ -19,8 +19,9 @@ def packaged_config(name: str) -> Path:
     return Path(str(resources.files("reasonrl") / "configs" / name))
 
 
-def run_control(cfg, model_dir: Path, seconds: float, log=print) -> dict[str, float]:
-    """Further SFT on the start model's demonstration pool for ``seconds`` of training time."""
+def run_control(cfg, model_dir: Path, seconds: float, log=print) -> tuple[dict[str, float], list[bool]]:
+    """Further SFT on the start model's demonstration pool for ``seconds`` of training time; returns the
+    evaluation and the per-problem greedy correctness (for a paired comparison with the RL arm)."""
     from reasonrl.eval.runner import EvalSettings, evaluate
     from reasonrl.models.loading import load_policy
     from reasonrl.models.tiny import TinySpec, demo_pool, sft_examples
@@ -43,9 +44,9 @@ def run_control(cfg, model_dir: Path, seconds: float, log=print) -> dict[str, fl
                       difficulty=cfg.data.difficulty)
     st = EvalSettings(template=cfg.model.template, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
                       k=cfg.eval.k, temperature=cfg.eval.temperature, sampled=cfg.eval.sampled, seed=cfg.run.seed + 777)
-    ev = evaluate(HFEngine(model, tok), Scorer(), test, st)
+    ev, correct = evaluate(HFEngine(model, tok), Scorer(), test, st, return_correct=True)
     log(f"SFT control: {res.steps} steps in {res.seconds:.0f}s -> held-out pass@1 {ev['pass@1']:.3f}")
-    return {"control_steps": res.steps, "control_seconds": res.seconds, **ev}
+    return {"control_steps": res.steps, "control_seconds": res.seconds, **ev}, correct
 
 
 def run_demo(config: str | None, overrides: list[str], skip_control: bool = False, log=print) -> dict:
@@ -63,8 +64,11 @@ def run_demo(config: str | None, overrides: list[str], skip_control: bool = Fals
     summary["model_build_seconds"] = build_s
     ctrl = None
     if cfg.demo.control and not skip_control:
-        ctrl = run_control(cfg, model_dir, summary["rl_seconds"], log)
+        ctrl, ctrl_correct = run_control(cfg, model_dir, summary["rl_seconds"], log)
         summary["pass@1_sft_control"] = ctrl["pass@1"]
+        from reasonrl.eval.metrics import paired_comparison
+
+        summary.update(paired_comparison(ctrl_correct, trainer.last_eval_correct, "after_vs_control"))
         summary.update({f"control/{k}": v for k, v in ctrl.items()})
     n = len(trainer.test_tasks)
     for key in ("pass@1_before", "pass@1_after", "pass@1_sft_control"):
@@ -78,7 +82,11 @@ def run_demo(config: str | None, overrides: list[str], skip_control: bool = Fals
         f"RL arm: {summary.get('steps')} {cfg.algorithm['name']} steps on fresh prompts with answers only "
         f"({summary['rl_seconds']:.0f}s of training). Control arm: the same training wall-clock of further SFT on "
         f"the same demonstrations from the same start. All three evaluated greedily on the same {n} held-out problems "
-        f"(95% Wilson intervals in brackets).</p>")
+        f"(95% Wilson intervals). Paired on those problems, RL fixed {summary.get('after_vs_before_fixed')} and broke "
+        f"{summary.get('after_vs_before_broke')} problems of the start (exact sign test p = "
+        f"{summary.get('after_vs_before_sign_p', float('nan')):.3g}); against the control it wins "
+        f"{summary.get('after_vs_control_fixed')} and loses {summary.get('after_vs_control_broke')} "
+        f"(p = {summary.get('after_vs_control_sign_p', float('nan')):.3g}).</p>")
     build_report(cfg.run_dir, summary, extra_sections=[("Demo: RL vs an equal-wall-clock SFT control", story)])
     print_summary_table({k: v for k, v in summary.items() if not k.startswith(("final/", "control/"))},
                         "reasonrl demo")

@@ -132,3 +132,15 @@ def test_mean_ci():
     assert mean1 == 0.7 and math.isnan(half1)
     with pytest.raises(ValueError):
         mean_ci([])
+
+
+def test_sign_test_and_paired_comparison():
+    from reasonrl.eval.metrics import paired_comparison, sign_test_p
+
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(3, 0) == 0.25  # 2 * (1/8)
+    assert sign_test_p(4, 1) == 0.375  # n=5: 2 * (C(5,0) + C(5,1)) / 32
+    assert 0.0045 < sign_test_p(73, 42) < 0.0055  # continuity-corrected normal approximation: 0.0051
+    assert sign_test_p(5, 5) == 1.0
+    r = paired_comparison([True, False, False, True], [True, True, True, False], "x")
+    assert (r["x_fixed"], r["x_broke"]) == (2, 1)

@@ -162,3 +162,27 @@ def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
         return mean, math.nan
     var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, z * math.sqrt(var / n)
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (McNemar without the normal approximation) on discordant pairs.
+
+    For paired evaluations on the same problems: ``wins`` = problems only the second model solves,
+    ``losses`` = problems only the first solves. Returns 1.0 when there are no discordant pairs.
+    """
+    if wins < 0 or losses < 0:
+        raise ValueError("wins and losses must be non-negative")
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_comparison(first: Sequence[bool], second: Sequence[bool], prefix: str) -> dict[str, float]:
+    """Problems ``second`` fixes and breaks relative to ``first`` and the sign-test p-value."""
+    if len(first) != len(second):
+        raise ValueError(f"paired comparison needs equal lengths, got {len(first)} and {len(second)}")
+    fixed = sum(1 for a, b in zip(first, second) if b and not a)
+    broke = sum(1 for a, b in zip(first, second) if a and not b)
+    return {f"{prefix}_fixed": fixed, f"{prefix}_broke": broke, f"{prefix}_sign_p": sign_test_p(fixed, broke)}

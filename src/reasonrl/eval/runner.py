@@ -27,9 +27,12 @@ class EvalSettings:
     maj_ks: tuple[int, ...] = ()  # extra maj@m (m <= k) from the first m samples, e.g. maj@16 out of 64
 
 
-def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings) -> dict[str, float]:
+def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings, *, return_correct: bool = False):
     """Evaluate ``engine``'s current weights on ``tasks``; keys are ``pass@1``, ``pass@1_ci``, and with
-    sampling ``pass@k`` for k in 1, 2, 4, ... up to ``settings.k``, ``maj@k`` and ``distinct_correct``."""
+    sampling ``pass@k`` for k in 1, 2, 4, ... up to ``settings.k``, ``maj@k`` and ``distinct_correct``.
+
+    ``return_correct`` also returns the greedy per-problem correctness, for paired comparisons of two
+    models on the same problems (``metrics.paired_comparison``)."""
     t0 = time.perf_counter()
     prompts = [render_prompt(t, settings.template, engine.tokenizer) for t in tasks]
     idx = list(range(len(tasks)))
@@ -67,4 +70,4 @@ def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings) -> dict[
                 out[f"maj@{m}"] = maj_at_k(answers, correct, m)
         out["distinct_correct"] = distinct_correct(texts, correct)
     out["seconds"] = time.perf_counter() - t0
-    return out
+    return (out, list(res.correct)) if return_correct else out

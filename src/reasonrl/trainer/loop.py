@@ -84,6 +84,7 @@ class Trainer:
         self.opt_steps = 0
         self.cursor = 0
         self.rl_seconds = 0.0
+        self.last_eval_correct: list[bool] = []
         test_src = cfg.data.test or cfg.data.train
         self.test_tasks = load_tasks(test_src, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
                                      difficulty=cfg.data.difficulty)
@@ -352,7 +353,8 @@ class Trainer:
         was = self.model.training
         rng = torch.get_rng_state()
         try:
-            return evaluate(self.engine, self.scorer, self.test_tasks, st)
+            out, self.last_eval_correct = evaluate(self.engine, self.scorer, self.test_tasks, st, return_correct=True)
+            return out
         finally:
             torch.set_rng_state(rng)  # evaluation never perturbs the training RNG stream
             self.model.train(was)
@@ -371,10 +373,12 @@ class Trainer:
         logger.truncate_after(self.step)
         summary: dict[str, Any] = {}
         before = [r for r in logger.read_metrics() if r.get("step") == 0 and "eval/pass@1" in r]
+        before_correct = None
         if before:
             summary["pass@1_before"] = before[0]["eval/pass@1"]
         else:
             ev = self.evaluate()
+            before_correct = self.last_eval_correct
             summary["pass@1_before"] = ev["pass@1"]
             logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
             self.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
@@ -400,6 +404,10 @@ class Trainer:
                     self.save_checkpoint()
         ev = self.evaluate()
         logger.log({"step": self.step, **{f"eval/{k}": v for k, v in ev.items()}})
+        if before_correct is not None:  # same problems before and after: a paired test, not two intervals
+            from reasonrl.eval.metrics import paired_comparison
+
+            summary.update(paired_comparison(before_correct, self.last_eval_correct, "after_vs_before"))
         rows = [r for r in logger.read_metrics() if "perf/gen_tokens_per_s" in r]
         for key in ("perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/tokens_per_s"):
             vals = [r[key] for r in rows if r.get(key) is not None]
