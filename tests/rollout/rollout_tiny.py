@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -64,3 +66,17 @@ def build_model(
     model.generation_config.eos_token_id = EOS
     model.generation_config.bos_token_id = BOS
     return model.eval()
+
+
+def chi2_ok(counts: torch.Tensor, probs: torch.Tensor) -> None:
+    """Pearson chi-square against ``probs`` over bins with expected count >= 5 (rest merged)."""
+    n = counts.sum()
+    exp = probs * n
+    big = exp >= 5
+    obs = torch.cat([counts[big], counts[~big].sum(0, keepdim=True)])
+    ex = torch.cat([exp[big], exp[~big].sum(0, keepdim=True)])
+    keep = ex > 0
+    chi2 = float((((obs - ex) ** 2)[keep] / ex[keep]).sum())
+    df = int(keep.sum()) - 1
+    assert chi2 < df + 6 * math.sqrt(2 * df), (chi2, df)  # ~ 5-sigma bound, fixed seed
+    assert counts[probs == 0].sum() == 0, "sampled a token the truncation removed"

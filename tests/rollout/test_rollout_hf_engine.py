@@ -1,8 +1,6 @@
-import math
-
 import pytest
 import torch
-from rollout_tiny import BOS, EOS, PAD, build_model
+from rollout_tiny import BOS, EOS, PAD, build_model, chi2_ok
 
 from reasonrl.batch import Rollouts
 from reasonrl.rollout import Engine, HFEngine, SamplingParams
@@ -155,14 +153,7 @@ def test_one_step_distribution_matches_softmax(model, tok):
         ids = torch.tensor([tok(prompt)["input_ids"]])
         probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
     counts = torch.bincount(r.response_ids[:, 0], minlength=probs.numel()).double()
-    exp = probs * n
-    big = exp >= 5
-    obs = torch.cat([counts[big], counts[~big].sum(0, keepdim=True)])
-    ex = torch.cat([exp[big], exp[~big].sum(0, keepdim=True)])
-    keep = ex > 0
-    chi2 = float((((obs - ex) ** 2)[keep] / ex[keep]).sum())
-    df = int(keep.sum()) - 1
-    assert chi2 < df + 6 * math.sqrt(2 * df), (chi2, df)
+    chi2_ok(counts, probs)
     # and the recorded log-probs are the model's
     torch.testing.assert_close(r.rollout_logp[:, 0], probs.log().float()[r.response_ids[:, 0]], atol=1e-5, rtol=0)
 

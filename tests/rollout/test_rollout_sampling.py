@@ -1,7 +1,7 @@
-import math
-
 import pytest
 import torch
+
+from rollout_tiny import chi2_ok
 
 from reasonrl.rollout import SamplingParams, sample_next
 
@@ -60,20 +60,6 @@ def test_logp_is_under_untruncated_tempered_distribution():
     torch.testing.assert_close(lp, want)
 
 
-def _chi2_ok(counts: torch.Tensor, probs: torch.Tensor) -> None:
-    """Pearson chi-square against ``probs`` over bins with expected count >= 5 (rest merged)."""
-    n = counts.sum()
-    exp = probs * n
-    big = exp >= 5
-    obs = torch.cat([counts[big], counts[~big].sum(0, keepdim=True)])
-    ex = torch.cat([exp[big], exp[~big].sum(0, keepdim=True)])
-    keep = ex > 0
-    chi2 = float((((obs - ex) ** 2)[keep] / ex[keep]).sum())
-    df = int(keep.sum()) - 1
-    assert chi2 < df + 6 * math.sqrt(2 * df), (chi2, df)  # ~ 5-sigma bound, fixed seed
-    assert counts[probs == 0].sum() == 0, "sampled a token the truncation removed"
-
-
 @pytest.mark.parametrize(
     "kw",
     [{"temperature": 1.0}, {"temperature": 0.6}, {"top_k": 3}, {"top_p": 0.7}, {"top_k": 5, "top_p": 0.6, "temperature": 1.3}],
@@ -94,7 +80,7 @@ def test_empirical_distribution(kw):
         before = probs[order].cumsum(0) - probs[order]
         probs[order[before >= p.top_p]] = 0
         probs /= probs.sum()
-    _chi2_ok(counts, probs)
+    chi2_ok(counts, probs)
 
 
 def test_seeded_sampling_is_reproducible():
