@@ -143,7 +143,7 @@ def _plot_lines(spec: _LinePlot, rows: list[dict[str, Any]], out_dir: Path,
     if spec.point_prefixes:
         seen = {k for row in rows for k in row}
         point_keys += sorted(k for k in seen if k.startswith(spec.point_prefixes)
-                             and k not in point_keys)
+                             and "_ci_" not in k and k not in point_keys)  # interval bounds are not series
     points = [(k, *_series(rows, k)) for k in point_keys]
     points = [p for p in points if p[1]]
     if not curves and not points:
