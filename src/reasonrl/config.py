@@ -46,7 +46,6 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
     difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
     eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
-    demos: int = Field(0, ge=0, description="Size of the fixed demonstration pool (worked solutions) used by SFT terms; 0 = none.")
 
 
 class RolloutConfig(_Section):

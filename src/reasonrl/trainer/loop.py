@@ -10,7 +10,6 @@ killed at any moment resumes bit-identically.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -89,10 +88,6 @@ class Trainer:
         self.test_tasks = load_tasks(test_src, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
                                      difficulty=cfg.data.difficulty)
         self._load_tasks = load_tasks
-        self.demos = None
-        if cfg.data.demos:
-            self.demos = load_tasks(cfg.data.train, cfg.data.demos, split="train", seed=cfg.run.seed,
-                                    difficulty=cfg.data.difficulty)
         mini = cfg.trainer.mini_batch_prompts or cfg.trainer.prompts_per_step
         self.updates_per_step = cfg.trainer.epochs * (cfg.trainer.prompts_per_step // mini)
         self.total_opt_steps = max(1, cfg.trainer.steps * self.updates_per_step)
