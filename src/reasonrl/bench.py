@@ -98,12 +98,11 @@ def _stages(arm: str, steps: int, s: BenchSettings) -> list[tuple[str, int]]:
 
 
 def _eval(tr, s: BenchSettings) -> dict[str, float]:
-    from reasonrl.eval.runner import EvalSettings, evaluate
+    from dataclasses import replace
 
-    c = tr.cfg
-    st = EvalSettings(template=c.model.template, max_new_tokens=c.eval.max_new_tokens or c.rollout.max_new_tokens,
-                      k=s.k, temperature=c.eval.temperature, sampled=s.k > 1, stop=tuple(c.rollout.stop),
-                      seed=c.run.seed + 777, maj_ks=(s.maj,))
+    from reasonrl.eval.runner import evaluate, settings_from_config
+
+    st = replace(settings_from_config(tr.cfg), k=s.k, sampled=s.k > 1, maj_ks=(s.maj,))
     return evaluate(tr.engine, tr.scorer, tr.test_tasks, st)
 
 

@@ -22,12 +22,11 @@ def packaged_config(name: str) -> Path:
 def run_control(cfg, model_dir: Path, seconds: float, log=print) -> tuple[dict[str, float], list[bool]]:
     """Further SFT on the start model's demonstration pool for ``seconds`` of training time; returns the
     evaluation and the per-problem greedy correctness (for a paired comparison with the RL arm)."""
-    from reasonrl.eval.runner import EvalSettings, evaluate
+    from reasonrl.eval.runner import evaluate, heldout_tasks, settings_from_config
     from reasonrl.models.loading import load_policy
     from reasonrl.models.tiny import TinySpec, demo_pool, sft_examples
     from reasonrl.rewards import Scorer
     from reasonrl.rollout.hf_engine import HFEngine
-    from reasonrl.tasks import load_tasks
     from reasonrl.trainer.sft import run_sft
 
     import json
@@ -40,11 +39,8 @@ def run_control(cfg, model_dir: Path, seconds: float, log=print) -> tuple[dict[s
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.demo.control_lr, betas=tuple(cfg.optim.betas))
     res = run_sft(model, tok, examples, optimizer=opt, lr=cfg.demo.control_lr, batch_size=cfg.demo.control_batch,
                   time_budget_s=seconds, warmup=20, schedule="constant", seed=cfg.run.seed)
-    test = load_tasks(cfg.data.test or cfg.data.train, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
-                      difficulty=cfg.data.difficulty)
-    st = EvalSettings(template=cfg.model.template, max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-                      k=cfg.eval.k, temperature=cfg.eval.temperature, sampled=cfg.eval.sampled, seed=cfg.run.seed + 777)
-    ev, correct = evaluate(HFEngine(model, tok), Scorer(), test, st, return_correct=True)
+    ev, correct = evaluate(HFEngine(model, tok), Scorer(), heldout_tasks(cfg), settings_from_config(cfg),
+                           return_correct=True)
     log(f"SFT control: {res.steps} steps in {res.seconds:.0f}s -> held-out pass@1 {ev['pass@1']:.3f}")
     return {"control_steps": res.steps, "control_seconds": res.seconds, **ev}, correct
 

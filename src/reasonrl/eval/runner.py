@@ -27,6 +27,24 @@ class EvalSettings:
     maj_ks: tuple[int, ...] = ()  # extra maj@m (m <= k) from the first m samples, e.g. maj@16 out of 64
 
 
+def heldout_tasks(cfg) -> list[Task]:
+    """The run's held-out problems: ``data.eval_size`` of the test split, seeded by ``run.seed``.
+
+    One definition for the trainer, the demo's control arm and the bench, so they always share problems."""
+    from reasonrl.tasks import load_tasks
+
+    return load_tasks(cfg.data.test or cfg.data.train, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
+                      difficulty=cfg.data.difficulty)
+
+
+def settings_from_config(cfg) -> EvalSettings:
+    """Evaluation settings of a run config (adjust with ``dataclasses.replace``)."""
+    return EvalSettings(template=cfg.model.template,
+                        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, k=cfg.eval.k,
+                        temperature=cfg.eval.temperature, sampled=cfg.eval.sampled, stop=tuple(cfg.rollout.stop),
+                        seed=cfg.run.seed + 777)
+
+
 def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings, *, return_correct: bool = False):
     """Evaluate ``engine``'s current weights on ``tasks``; keys are ``pass@1``, ``pass@1_ci``, and with
     sampling ``pass@k`` for k in 1, 2, 4, ... up to ``settings.k``, ``maj@k`` and ``distinct_correct``.

@@ -84,9 +84,9 @@ class Trainer:
         self.cursor = 0
         self.rl_seconds = 0.0
         self.last_eval_correct: list[bool] = []
-        test_src = cfg.data.test or cfg.data.train
-        self.test_tasks = load_tasks(test_src, cfg.data.eval_size, split="test", seed=cfg.run.seed + 10_000,
-                                     difficulty=cfg.data.difficulty)
+        from reasonrl.eval.runner import heldout_tasks
+
+        self.test_tasks = heldout_tasks(cfg)
         self._load_tasks = load_tasks
         mini = cfg.trainer.mini_batch_prompts or cfg.trainer.prompts_per_step
         self.updates_per_step = cfg.trainer.epochs * (cfg.trainer.prompts_per_step // mini)
@@ -339,12 +339,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
-        from reasonrl.eval.runner import EvalSettings, evaluate
+        from reasonrl.eval.runner import evaluate, settings_from_config
 
-        c = self.cfg
-        st = EvalSettings(template=c.model.template, max_new_tokens=c.eval.max_new_tokens or c.rollout.max_new_tokens,
-                          k=c.eval.k, temperature=c.eval.temperature, sampled=c.eval.sampled, stop=tuple(c.rollout.stop),
-                          seed=c.run.seed + 777)
+        st = settings_from_config(self.cfg)
         was = self.model.training
         rng = torch.get_rng_state()
         try:

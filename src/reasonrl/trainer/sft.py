@@ -102,7 +102,6 @@ def run_sft(
     seed: int = 0,
     eval_fn: Callable[[int], tuple[float, dict]] | None = None,
     eval_every: int = 0,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> SFTResult:
     """Train on ``examples`` for ``steps`` optimizer steps or until ``time_budget_s`` elapses.
 
@@ -147,8 +146,6 @@ def run_sft(
         if time_budget_s is not None and step in (5, 20, 50) or (time_budget_s is not None and step % 100 == 0):
             est_total = max(step + 1, int(time_budget_s / (train_time / step)))
         res.losses.append(loss.item())
-        if on_step:
-            on_step(step, res.losses[-1])
         if eval_fn and eval_every and step % eval_every == 0:
             score, extra = eval_fn(step)
             res.evals.append((step, score, extra))
