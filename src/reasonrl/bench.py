@@ -300,6 +300,11 @@ def plot_passk(path: Path, runs: list[dict], arms: list[str], k: int) -> Path | 
 def run_bench(what: str, overrides: list[str], log=print) -> int:
     if what != "algorithms":
         raise ValueError(f"unknown benchmark {what!r}")
+    return bench_algorithms(overrides, log)
+
+
+def bench_algorithms(overrides: list[str], log=print) -> int:
+    """`reasonrl bench algorithms`: every recipe on the tiny model, several seeds, paired verdicts."""
     from reasonrl.config import load_config
     from reasonrl.demo import packaged_config
 
