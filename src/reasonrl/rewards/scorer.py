@@ -24,12 +24,14 @@ from reasonrl.rewards.countdown import countdown_score
 from reasonrl.rewards.extract import extract_answer
 from reasonrl.rewards.format import format_reward
 from reasonrl.rewards.math_verify_worker import MathVerifier, Verdict, get_default_verifier
+from reasonrl.rewards.sandbox import CodeExecutor, CodeJob, SandboxConfig
 from reasonrl.tasks.base import Task
+from reasonrl.tasks.code import extract_code
 
 __all__ = ["VERIFIERS", "USER_FN_SIGNATURE", "RewardFunctionError", "RewardInfrastructureError",
            "RewardResult", "RewardSpec", "Scorer", "load_reward_function"]
 
-VERIFIERS = ("math", "countdown", "exact", "reasoning_gym")
+VERIFIERS = ("math", "countdown", "exact", "reasoning_gym", "code")
 USER_FN_SIGNATURE = "fn(prompt: str, response: str, answer: str, meta: dict) -> float"
 _CLIP = 200
 
@@ -131,12 +133,17 @@ class Scorer:
     ``user_fns`` are ``(import path, weight)`` pairs (a bare path means weight 1.0). The math
     verifier is the shared process-wide one for ``math_timeout_s`` unless ``verifier`` is given.
     ``max_error_fraction``: raise :class:`RewardInfrastructureError` when more than this share of
-    a batch's math samples end in ``error`` (1.0 never raises).
+    a batch's math samples, or of its code samples, end in ``error`` (1.0 never raises).
+    Code tasks (``verifier="code"``) run in the sandbox of ``sandbox`` (a :class:`SandboxConfig`;
+    the executor is started on the first code batch, or pass ``executor``); a sandbox
+    ``infra_error`` is verdict ``error`` (invalid, never a wrong answer), ``timeout`` and
+    ``memory_limit`` are ``timeout``, everything else that did not pass is ``wrong``.
     """
 
     def __init__(self, correctness_weight: float = 1.0, format_weight: float = 0.0,
                  user_fns: Iterable[tuple[str, float] | str] = (), math_timeout_s: float = 5.0, *,
-                 verifier: MathVerifier | None = None, max_error_fraction: float = 0.5):
+                 verifier: MathVerifier | None = None, max_error_fraction: float = 0.5,
+                 sandbox: SandboxConfig | None = None, executor: CodeExecutor | None = None):
         self.correctness_weight = _finite_weight("correctness_weight", correctness_weight)
         self.format_weight = _finite_weight("format_weight", format_weight)
         self.math_timeout_s = _finite_weight("math_timeout_s", math_timeout_s)
@@ -153,10 +160,18 @@ class Scorer:
         if dup:
             raise ValueError(f"reward function listed twice or shadowing a built-in component: {sorted(dup)}")
         self._verifier = verifier
+        self.sandbox = sandbox or SandboxConfig()
+        self._executor = executor
 
     @classmethod
     def from_spec(cls, spec: RewardSpec) -> "Scorer":
         return spec.build()
+
+    @property
+    def executor(self) -> CodeExecutor:
+        if self._executor is None:
+            self._executor = CodeExecutor(self.sandbox)
+        return self._executor
 
     @property
     def verifier(self) -> MathVerifier:
@@ -175,8 +190,12 @@ class Scorer:
                                  f"{', '.join(VERIFIERS)}")
             if t.verifier == "countdown" and not ("numbers" in t.meta and "target" in t.meta):
                 raise ValueError(f"countdown task {t.uid!r} needs meta['numbers'] and meta['target']")
+            if t.verifier == "code" and not isinstance(t.meta.get("code"), dict):
+                raise ValueError(f"code task {t.uid!r} needs meta['code'] (mode, cases, expected); load code "
+                                 f"tasks through reasonrl.tasks (see docs/code_rewards.md)")
         n = len(tasks)
-        extracted = [extract_answer(r) for r in responses]
+        extracted = [extract_code(r) if t.verifier == "code" else extract_answer(r)
+                     for t, r in zip(tasks, responses)]
         verdicts: list[Verdict | None] = [None] * n
         correctness = [0.0] * n
 
@@ -184,6 +203,19 @@ class Scorer:
         if math_idx:
             for i, v in zip(math_idx, self.verifier.verify_many((tasks[i].answer, extracted[i]) for i in math_idx)):
                 verdicts[i] = v
+        code_idx = [i for i, t in enumerate(tasks) if t.verifier == "code"]
+        code_status: dict[str, int] = {}
+        if code_idx:
+            run_idx = [i for i in code_idx if extracted[i]]
+            spec = [tasks[i].meta["code"] for i in run_idx]
+            results = self.executor.run_many([CodeJob(extracted[i], s["mode"], s["cases"], s["expected"])
+                                              for i, s in zip(run_idx, spec)])
+            by_i = dict(zip(run_idx, results))
+            for i in code_idx:
+                st = by_i[i].status if i in by_i else "no_code"
+                code_status[st] = code_status.get(st, 0) + 1
+                verdicts[i] = (Verdict.CORRECT if st == "passed" else Verdict.ERROR if st == "infra_error"
+                               else Verdict.TIMEOUT if st in ("timeout", "memory_limit") else Verdict.WRONG)
         rg_fn = None
         for i, t in enumerate(tasks):
             if t.verifier == "countdown":
@@ -192,6 +224,8 @@ class Scorer:
             elif t.verifier == "exact":
                 got = extracted[i] if extracted[i] is not None else responses[i]
                 verdicts[i] = Verdict.CORRECT if got.strip() == t.answer.strip() else Verdict.WRONG
+            elif t.verifier == "code":
+                pass
             elif t.verifier == "reasoning_gym":
                 rg_fn = rg_fn or _reasoning_gym_scorer()
                 got = extracted[i] if extracted[i] is not None else responses[i]
@@ -212,6 +246,15 @@ class Scorer:
             counts[v.value] += 1
             if v is Verdict.WRONG and not x:
                 counts["no_answer"] += 1
+        for st, k in code_status.items():
+            counts[f"code_{st}"] = k
+        n_code_err = code_status.get("infra_error", 0)
+        if code_idx and n_code_err / len(code_idx) > self.max_error_fraction:
+            raise RewardInfrastructureError(
+                f"{n_code_err}/{len(code_idx)} code samples could not be run (sandbox infra_error after "
+                f"{self.sandbox.retries} retries each); the sandbox is failing, not the model. Check that "
+                f"bubblewrap works (`bwrap --unshare-all --ro-bind /usr /usr /usr/bin/true`) and that the "
+                f"machine is not out of processes or memory")
         n_math_err = sum(verdicts[i] is Verdict.ERROR for i in math_idx)
         if math_idx and n_math_err / len(math_idx) > self.max_error_fraction:
             raise RewardInfrastructureError(

