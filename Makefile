@@ -7,6 +7,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory sandbox
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 resolves to the local CPU wheel; install it first so nothing pulls a CUDA build
@@ -17,6 +18,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Code rewards run model-written programs in bubblewrap (docs/code_rewards.md); install it when missing.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else \
+	    echo "bubblewrap (bwrap) is missing and this user cannot install it: ask an admin to run" \
+	         "'apt-get install -y bubblewrap' (code-task rewards refuse to run without it)" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "bubblewrap (bwrap) is missing and there is no apt-get here:" \
+	    "install the 'bubblewrap' package with your system's package manager" >&2; exit 1; }; \
+	  echo "installing bubblewrap (sandbox for code rewards)"; \
+	  $$SUDO apt-get install -y bubblewrap >/dev/null 2>&1 || { $$SUDO apt-get update >/dev/null && \
+	    $$SUDO apt-get install -y bubblewrap; } || { echo "could not install bubblewrap; run" \
+	    "'sudo apt-get install -y bubblewrap' yourself" >&2; exit 1; }; }
+
 demo: $(STAMP)
 	$(BIN)/reasonrl demo
 
@@ -26,4 +40,4 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
-.PHONY: install demo test test-slow
+.PHONY: install sandbox demo test test-slow

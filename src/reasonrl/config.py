@@ -64,6 +64,15 @@ class RewardConfig(_Section):
     functions: list[str] = Field(default_factory=list, description=(
         "User reward functions 'pkg.mod:fn' or 'pkg.mod:fn=weight'; signature fn(prompt, response, answer, meta) -> float."))
     math_timeout_s: float = Field(5.0, gt=0, description="Hard wall-clock limit per math-verify call (killable worker).")
+    code_sandbox: Literal["bwrap", "UNSAFE_none"] = Field("bwrap", description=(
+        "Isolation for code tasks: 'bwrap' (bubblewrap, unprivileged uid, no network; refuses to run without it) or "
+        "'UNSAFE_none' (a plain subprocess with rlimits: NO isolation, for trusted code only)."))
+    code_timeout_s: float = Field(2.0, gt=0, description="Wall-clock (and CPU) limit per code test case, in seconds.")
+    code_memory_mb: int = Field(512, ge=64, description="Address-space limit (RLIMIT_AS) of a sandboxed program, MiB.")
+    code_workers: int = Field(0, ge=0, description="Sandboxes run in parallel; 0 = number of CPU cores.")
+    max_error_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "Stop the run when more than this share of a batch's math or code samples cannot be graded (verdict "
+        "'error': sandbox infra_error after retries, crashed verifier); such samples are dropped, never scored 0."))
 
 
 class TrainerConfig(_Section):

@@ -355,7 +355,7 @@ class MathVerifier:
             return Verdict.ERROR
         if not self._rx.poll(self.timeout_s):
             self._bump("worker_kills")
-            self._stop(graceful=False)
+            self._stop(graceful=False, reap_later=True)  # the verdict must not wait for a loaded kernel
             return Verdict.TIMEOUT
         try:
             reply = json.loads(self._rx.recv_bytes(_MAX_REPLY))
@@ -422,7 +422,9 @@ class MathVerifier:
         except subprocess.TimeoutExpired:
             return None
 
-    def _stop(self, graceful: bool) -> None:
+    def _stop(self, graceful: bool, reap_later: bool = False) -> None:
+        """Stop the worker. ``reap_later``: SIGKILL it and return at once; a daemon thread reaps it
+        (on a loaded machine the reap alone took seconds, which a caller's time limit must not pay)."""
         proc, tx, rx = self._proc, self._tx, self._rx
         self._proc = self._tx = self._rx = None
         if os.getpid() != self._owner_pid:
@@ -435,6 +437,10 @@ class MathVerifier:
         if proc is not None:
             if not graceful and proc.poll() is None:
                 proc.kill()
+            if reap_later:
+                threading.Thread(target=proc.wait, daemon=True, name="math-verify-reaper").start()
+                proc = None
+        if proc is not None:
             try:
                 proc.wait(timeout=2.0 if graceful else 5.0)
             except subprocess.TimeoutExpired:

@@ -167,6 +167,18 @@ class Scorer:
     def from_spec(cls, spec: RewardSpec) -> "Scorer":
         return spec.build()
 
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counters of the graders that ran so far, for the run's metrics: math-verify
+        verdicts and cost paths (timeouts, worker kills and respawns, fast-path/prefilter/cache
+        fallbacks, errors) and sandbox statuses. A rising timeout rate is itself a reward-hacking
+        signal (reliability.md §4). Never starts a worker."""
+        out: dict[str, float] = {}
+        if self._verifier is not None:
+            out.update({f"reward/math_{k}": float(v) for k, v in self._verifier.counts.items()})
+        if self._executor is not None:
+            out.update({f"reward/code_{k}": float(v) for k, v in self._executor.counts.items()})
+        return out
+
     @property
     def executor(self) -> CodeExecutor:
         if self._executor is None:

@@ -164,7 +164,7 @@ def _literal(node: ast.AST, src: str) -> Any:
 
 def parse_assert(src: str) -> tuple[str, Any]:
     """``assert EXPR == LITERAL`` -> (EXPR source, value); ``assert EXPR`` -> (EXPR, True);
-    ``assert not EXPR`` -> (EXPR, False). The expected side is evaluated here, never in the sandbox."""
+    ``assert not EXPR`` -> (``bool(EXPR)``, False). The expected side is evaluated here, never in the sandbox."""
     try:
         tree = ast.parse(src.strip())
     except SyntaxError as e:
@@ -179,9 +179,10 @@ def parse_assert(src: str) -> tuple[str, Any]:
             return ast.get_source_segment(text, left), _literal(right, text)
         except CodeRowError:
             return ast.get_source_segment(text, right), _literal(left, text)
+    # bare truth tests keep Python's truthiness: the sandbox returns bool(EXPR), compared to a bool
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        return ast.get_source_segment(text, test.operand), False
-    return ast.get_source_segment(text, test), True
+        return f"bool({ast.get_source_segment(text, test.operand)})", False
+    return f"bool({ast.get_source_segment(text, test)})", True
 
 
 def _fn_name(name: Any) -> str:

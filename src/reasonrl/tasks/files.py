@@ -2,7 +2,9 @@
 
 Every row needs ``prompt`` (string) and ``answer`` (string or number); ``solution`` (string) and
 ``verifier`` (string, default ``"math"``) are optional, an ``id``/``uid`` column names the task, and
-every other column lands in ``Task.meta`` (e.g. Countdown's ``numbers`` and ``target``). Bad rows
+every other column lands in ``Task.meta`` (e.g. Countdown's ``numbers`` and ``target``). Code tasks
+(``verifier: code``, or rows with ``tests``/``test_list``/``input_output`` and no ``answer``) take
+their test cases instead of an answer (formats: ``reasonrl.tasks.code.FORMATS_HINT``). Bad rows
 fail loudly at load time with the file, row and field, because a silently skipped row or a
 stringified ``None`` answer would only surface as a mysteriously flat reward curve.
 """
@@ -48,6 +50,8 @@ def row_to_task(row: Any, path: Path, row_no: int, part: str | None = None) -> T
     where = _where(path, row_no, part)
     if not isinstance(row, dict):
         raise TaskDataError(f"{where}: expected an object with fields, got {type(row).__name__}; {_FIELDS_HINT}")
+    if _is_code_row(row):
+        return _code_row_to_task(row, path, row_no, part, where)
     for name in ("prompt", "answer"):
         if row.get(name) is None:
             raise TaskDataError(f"{where}: missing required field {name!r}; {_FIELDS_HINT}. "
@@ -81,6 +85,39 @@ def row_to_task(row: Any, path: Path, row_no: int, part: str | None = None) -> T
     meta.setdefault("source", str(path))
     meta.setdefault("row", row_no)
     return Task(uid=str(uid), prompt=prompt, answer=answer, solution=solution, verifier=verifier, meta=meta)
+
+
+def _is_code_row(row: dict) -> bool:
+    return row.get("verifier") == "code" or ("answer" not in row and any(
+        k in row for k in ("tests", "test_list", "input_output")))
+
+
+def _code_row_to_task(row: dict, path: Path, row_no: int, part: str | None, where: str) -> Task:
+    """A code task row (formats in reasonrl.tasks.code.FORMATS_HINT); tests are validated and the
+    expected values encoded now, so a bad row fails the load instead of a reward call."""
+    from reasonrl.tasks.code import CodeRowError, code_spec_from_row
+
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise TaskDataError(f"{where}: code task needs a non-empty string 'prompt'")
+    try:
+        spec = code_spec_from_row(row)
+    except CodeRowError as e:
+        raise TaskDataError(f"{where}: {e}") from None
+    solution = row.get("solution")
+    if solution is not None and not isinstance(solution, str):
+        raise TaskDataError(f"{where}: field 'solution' must be a string when present")
+    uid = row.get("uid", row.get("id"))
+    uid = f"{path.stem}-{row_no}" if uid is None else str(uid)
+    drop = ("prompt", "answer", "solution", "verifier", "uid", "id", "tests", "test_list", "input_output")
+    meta = {k: v for k, v in row.items() if k not in drop}
+    meta["code"] = spec
+    if part is not None:
+        meta.setdefault("split", part)
+    meta.setdefault("source", str(path))
+    meta.setdefault("row", row_no)
+    answer = row.get("answer") if isinstance(row.get("answer"), str) else (solution or "")
+    return Task(uid=uid, prompt=prompt, answer=answer, solution=solution, verifier="code", meta=meta)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:

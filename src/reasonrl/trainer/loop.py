@@ -71,8 +71,14 @@ class Trainer:
         for spec in cfg.reward.functions:
             path, _, w = spec.partition("=")
             fns.append((path, float(w) if w else 1.0))
-        self.scorer = Scorer(correctness_weight=cfg.reward.correctness, format_weight=cfg.reward.format,
-                             user_fns=fns, math_timeout_s=cfg.reward.math_timeout_s)
+        from reasonrl.rewards.sandbox import SandboxConfig
+
+        r = cfg.reward
+        self.scorer = Scorer(correctness_weight=r.correctness, format_weight=r.format,
+                             user_fns=fns, math_timeout_s=r.math_timeout_s, max_error_fraction=r.max_error_fraction,
+                             sandbox=SandboxConfig(isolation=r.code_sandbox, timeout_s=r.code_timeout_s,
+                                                   cpu_s=r.code_timeout_s, memory_mb=r.code_memory_mb,
+                                                   workers=r.code_workers))
         params = list(self.model.parameters()) + list(self.modules.parameters())
         o = cfg.optim
         if o.name == "sgd":
@@ -157,6 +163,7 @@ class Trainer:
                 ro = ro.select(rows)
             kept.append(ro)
             have += len(ro) // c.rollout.n + short
+        _check_invalid(self, stats["invalid_groups"], rounds * c.trainer.prompts_per_step)
         batch = concat(kept, self.tok.pad_token_id)
         if len(batch) > c.trainer.prompts_per_step * c.rollout.n:
             batch = batch.select(list(range(c.trainer.prompts_per_step * c.rollout.n)))
@@ -166,6 +173,7 @@ class Trainer:
             "batch/zero_var_frac": _mean(stats["zero_var"]), "batch/gen_rounds": rounds,
             "reward/invalid_groups": stats["invalid_groups"],
             "perf/gen_tokens_per_s": gen_tokens / max(timings["time/gen_s"], 1e-9), **timings,
+            **self.scorer.metrics(),
         }
         return batch.trim(), tasks_all, m
 
@@ -414,6 +422,20 @@ class Trainer:
         save_policy(self.model, self.tok, self.run_dir / "final")
         logger.close()
         return summary
+
+
+def _check_invalid(trainer: "Trainer", invalid: int, groups: int) -> None:
+    """Stop when ungradable groups (dropped, never scored 0) exceed ``reward.max_error_fraction`` of
+    all groups so far: past that the run is training on what the graders happen to survive."""
+    trainer.invalid_groups_total = getattr(trainer, "invalid_groups_total", 0) + invalid
+    trainer.groups_total = getattr(trainer, "groups_total", 0) + groups
+    limit = trainer.cfg.reward.max_error_fraction
+    if trainer.invalid_groups_total > limit * trainer.groups_total:
+        raise TrainingError(
+            f"{trainer.invalid_groups_total}/{trainer.groups_total} prompt groups so far could not be graded "
+            f"(verifier or sandbox infrastructure errors, dropped rather than scored 0), more than "
+            f"reward.max_error_fraction={limit}; fix the grader (for code: is bubblewrap working? see the "
+            f"reward/code_infra_error metric) or raise reward.max_error_fraction")
 
 
 def _trace(step: int, opt_step: int, loss: float, grad_norm: float) -> None:
