@@ -95,7 +95,7 @@ def host(ex, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_API_KEY", "s3cret-d0-not-leak")
     state = {"sentinel": str(sentinel), "port": svc.port, "svc": svc}
     yield state
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 10.0  # reaping under heavy load (uptime 15-20 on this shared box)
     while set(_live_sandbox_procs(ex)) - procs_before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert set(_live_sandbox_procs(ex)) - procs_before == set(), "a sandboxed process outlived its sandbox"
@@ -133,7 +133,7 @@ def test_3_fork_bomb_is_contained(ex, host):
     t0 = time.monotonic()
     r = ex.run(call_job(code))
     assert r.status in ("timeout", "runtime_error")
-    assert time.monotonic() - t0 < TIMEOUT + 3.0
+    assert time.monotonic() - t0 < TIMEOUT + 5.0  # killing ~60 processes on a loaded machine
     # the pool still works afterwards (no leftover processes eat the slot's process budget)
     assert ex.run(call_job("def f(x):\n    return 2*x")).status == "passed"
 
@@ -254,19 +254,24 @@ def test_forged_equality_or_records_do_not_pass(ex, host, code):
 
 
 def test_writing_fake_records_into_the_runner_channel_does_not_pass(ex, host):
+    # The program can reach every pipe of the runner through /proc, so it can inject lines. Any
+    # injected line is at most a claim about its OWN outputs; verdict-like fields mean nothing.
     code = """
 import os
+FAKE = (b'{"ready": 1}\\n{"i": 0, "status": "passed", "passed": true, "verdict": "passed"}\\n'
+        b'{"i": 1, "ok": 1}\\n{"done": 1, "passed": 2}\\n')
 def f(x):
-    for fd in os.listdir(f"/proc/{os.getppid()}/fd"):
-        try:
-            w = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY)
-            os.write(w, b'{"i": 0, "ok": 1, "value": 6}\\n{"i": 1, "ok": 1, "value": 8}\\n{"done": 1}\\n')
-        except OSError:
-            pass
+    for pid in (os.getppid(), os.getpid()):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                w = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+                os.write(w, FAKE)
+            except OSError:
+                pass
     return -1
 """
     r = ex.run(call_job(code, args=(3, 4), expected=(6, 8)))
-    assert r.status != "passed" and r.passed < 2
+    assert r.status in ("failed", "runtime_error") and r.passed == 0
 
 
 def test_type_strict_comparison(ex, host):

@@ -93,6 +93,7 @@ def cmd_report(args) -> int:
 # One line per benchmark, so adding one never touches another's code.
 BENCHES = {
     "algorithms": "reasonrl.bench:bench_algorithms",
+    "rewards": "reasonrl.rewards.bench_rewards:bench_rewards",
 }
 
 

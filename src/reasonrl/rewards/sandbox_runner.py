@@ -8,8 +8,9 @@ stdout) and the parent compares them (reliability.md §1.4, §5.2).
 Protocol: ``{"ready": 1}`` is written once the first test process has been forked and before any
 untrusted code has run, so a missing ``ready`` line can only be an infrastructure failure; then one
 record per test ``{"i": k, ...}``; then ``{"done": 1}``. The runner itself never executes untrusted
-code: every test runs in a forked child (fresh namespace, its own CPU limit, stdout captured through
-a pipe with a byte cap, wall-clock deadline enforced here, SIGKILL on expiry). Anything a completion
+code: the program runs in a forked child (call mode: once, then every case in order; stdio mode: a
+fresh child per case), with a CPU limit, stdout captured through a pipe with a byte cap, and a
+wall-clock deadline per case enforced here (SIGKILL on expiry). Anything a completion
 does to the runner (killing it, writing into its pipes) can only cost that completion its own
 records, never forge a verdict: the verdict needs the expected outputs, which are not in here.
 
@@ -63,13 +64,35 @@ def _write(fd, obj):
         data = data[n:]
 
 
-def _child(job, case, go_r, res_w, out_w, in_path):
-    """Runs in the forked test process: wait for 'go', then the untrusted code."""
+def _result(case, ns):
+    if "expr" in case:
+        return eval(compile(case["expr"], "<test>", "eval"), ns)
+    fn = ns.get(case["call"])
+    if not callable(fn):
+        raise NameError(f"no function named {case['call']}")
+    return fn(*case["args"])
+
+
+def _guard(thunk):
+    """Run ``thunk`` and turn the completion's own failure into a record (exception type only)."""
+    try:
+        return thunk()
+    except MemoryError:
+        return {"error": "MemoryError"}
+    except Unencodable as e:
+        return {"error": "Unencodable", "detail": str(e)[:200]}
+    except BaseException as e:  # noqa: BLE001
+        return {"error": type(e).__name__[:80]}
+
+
+def _child(job, cases, go_r, res_w, out_w, in_path):
+    """Runs in the forked test process: wait for 'go', run the untrusted program once, then (call
+    mode) evaluate every case in order, one result line per case as soon as it is known."""
     import resource
 
     os.read(go_r, 1)
     os.close(go_r)
-    cpu = max(1, int(math.ceil(job["cpu_s"])))
+    cpu = max(1, int(math.ceil(job["cpu_s"] * len(cases))))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     fd_in = os.open(in_path, os.O_RDONLY) if in_path else os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd_in, 0)
@@ -80,70 +103,67 @@ def _child(job, case, go_r, res_w, out_w, in_path):
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     stdio = job["mode"] == "stdio"
-    try:
+    ns = {"__name__": "__main__" if stdio else "solution", "__builtins__": __builtins__}
+
+    def run_program():
         code = compile(job["code"], "<solution>", "exec")
-        ns = {"__name__": "__main__" if stdio else "solution", "__builtins__": __builtins__}
         try:
             exec(code, ns)
         except SystemExit as e:
             if not stdio or e.code not in (None, 0):
                 raise
-        if stdio:
-            sys.stdout.flush()
-            rec = {"ok": 1}
-        else:
-            if "expr" in case:
-                value = eval(compile(case["expr"], "<test>", "eval"), ns)
-            else:
-                fn = ns.get(case["call"])
-                if not callable(fn):
-                    raise NameError(f"no function named {case['call']}")
-                value = fn(*case["args"])
-            rec = {"ok": 1, "value": encode(value)}
+        sys.stdout.flush()
+        return None
+
+    def emit(rec):
         try:
-            sys.stdout.flush()
-        except BaseException:
-            pass
-    except MemoryError:
-        rec = {"error": "MemoryError"}
-    except Unencodable as e:
-        rec = {"error": "Unencodable", "detail": str(e)[:200]}
-    except BaseException as e:  # the completion's own failure, by exception type only
-        rec = {"error": type(e).__name__[:80]}
-    try:
-        _write(res_w, rec)
-    except BaseException:
-        pass
+            _write(res_w, rec)
+        except BaseException:  # noqa: BLE001
+            os._exit(0)
+
+    rec = _guard(run_program)
+    if rec is not None:
+        emit(rec)
+    elif stdio:
+        emit({"ok": 1})
+    else:
+        for case in cases:
+            emit(_guard(lambda: {"ok": 1, "value": encode(_result(case, ns))}))
+            try:
+                sys.stdout.flush()
+            except BaseException:  # noqa: BLE001
+                pass
     os._exit(0)
 
 
-def _run_case(job, k, case, rec_fd, budget):
-    """Fork one test process and collect its result and stdout. Returns bytes of stdout used."""
+def _run_group(job, first, cases, rec_fd, budget):
+    """Fork one process for ``cases`` (indices ``first``...) and forward its records, each with a
+    wall-clock deadline of ``timeout_s`` from the previous one. Returns (stdout bytes used, stop)."""
     go_r, go_w = os.pipe()
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
     in_path = None
     if job["mode"] == "stdio":
-        in_path = f"/tmp/stdin-{k}"
+        in_path = f"/tmp/stdin-{first}"
         with open(in_path, "w") as f:
-            f.write(case.get("stdin", ""))
+            f.write(cases[0].get("stdin", ""))
     try:
         pid = os.fork()
     except OSError as e:
         for fd in (go_r, go_w, res_r, res_w, out_r, out_w):
             os.close(fd)
-        return None, f"fork failed: {e.strerror}"
+        return 0, f"fork failed: {e.strerror}"
     if pid == 0:
         try:
             os.close(rec_fd)
             for fd in (go_w, res_r, out_r):
                 os.close(fd)
-            _child(job, case, go_r, res_w, out_w, in_path)
+            _child(job, cases, go_r, res_w, out_w, in_path)
         finally:
             os._exit(70)
     for fd in (go_r, res_w, out_w):
         os.close(fd)
-    if k == 0:
+    if first == 0:
         _write(rec_fd, {"ready": 1})
     os.write(go_w, b"g")
     os.close(go_w)
@@ -151,7 +171,8 @@ def _run_case(job, k, case, rec_fd, budget):
     res, out, open_fds = b"", b"", {res_r, out_r}
     status = None
     exit_seen = None
-    while open_fds:
+    nxt = 0
+    while open_fds and nxt < len(cases):
         left = deadline - time.monotonic()
         if left <= 0:
             status = "timeout"
@@ -168,8 +189,7 @@ def _run_case(job, k, case, rec_fd, budget):
             chunk = os.read(fd, 65536)
             if not chunk:
                 open_fds.discard(fd)
-                continue
-            if fd == res_r:
+            elif fd == res_r:
                 res += chunk
                 if len(res) > budget + 65536:
                     status = "output_limit"
@@ -177,32 +197,36 @@ def _run_case(job, k, case, rec_fd, budget):
                 out += chunk
                 if len(out) > budget:
                     status = "output_limit"
+        while b"\n" in res and nxt < len(cases) and not status:
+            line, res = res.split(b"\n", 1)
+            try:
+                rec = json.loads(line.decode())
+                if not isinstance(rec, dict):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError):
+                rec = {"status": "no_result"}
+            rec["i"] = first + nxt
+            if job["mode"] == "stdio":
+                rec["stdout"] = out.decode("utf-8", "replace")
+            _write(rec_fd, rec)
+            nxt += 1
+            deadline = time.monotonic() + job["timeout_s"]
         if status:
             break
     if exit_seen is None:
-        if status:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        try:
+            os.kill(pid, signal.SIGKILL)  # done with it (or it overran): no test process outlives its turn
+        except OSError:
+            pass
         _, exit_seen = os.waitpid(pid, 0)
     for fd in (res_r, out_r):
         os.close(fd)
-    if status is None and os.WIFSIGNALED(exit_seen):
-        sig = os.WTERMSIG(exit_seen)
-        status = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) else f"signal {sig}"
-    rec = {"i": k}
-    if status:
-        rec["status"] = status
-    else:
-        try:
-            rec.update(json.loads(res.decode().splitlines()[0]))
-        except (ValueError, IndexError, UnicodeDecodeError):
-            rec["status"] = "no_result"
-        if job["mode"] == "stdio":
-            rec["stdout"] = out.decode("utf-8", "replace")
-    _write(rec_fd, rec)
-    return len(out), ("stop" if status == "timeout" else None)
+    if nxt < len(cases):
+        if status is None and os.WIFSIGNALED(exit_seen):
+            sig = os.WTERMSIG(exit_seen)
+            status = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) else f"signal {sig}"
+        _write(rec_fd, {"i": first + nxt, "status": status or "no_result"})
+    return len(out), ("stop" if status in ("timeout", "output_limit") else None)
 
 
 def main():
@@ -219,8 +243,11 @@ def main():
     null = os.open("/dev/null", os.O_WRONLY)
     os.dup2(null, 1)
     budget = job["output_bytes"]
-    for k, case in enumerate(job["cases"]):
-        used, err = _run_case(job, k, case, rec_fd, budget)
+    cases = job["cases"]
+    # call mode: one process runs the program once and every case; stdio: a fresh run per case
+    groups = [(k, [c]) for k, c in enumerate(cases)] if job["mode"] == "stdio" else [(0, cases)]
+    for k, group in groups:
+        used, err = _run_group(job, k, group, rec_fd, budget)
         if err == "stop":
             break  # one test timed out: the verdict is already 'timeout', do not pay for the rest
         if err:

@@ -1,0 +1,154 @@
+"""Code tasks end to end: loader formats, the built-in family, Scorer integration, infra_error
+handling (retried, then invalid, never a wrong answer; stop past a threshold), refusal without
+bubblewrap and the loud unsafe option."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from reasonrl.rewards import RewardInfrastructureError, Scorer
+from reasonrl.rewards.sandbox import UNSAFE, CodeExecutor, CodeJob, SandboxConfig, SandboxUnavailable, outputs_equal
+from reasonrl.tasks import TaskDataError, generate, load_file
+from reasonrl.tasks.code import code_spec_from_row, extract_code, parse_assert
+
+CFG = SandboxConfig(timeout_s=1.0, cpu_s=1.0, workers=2, retries=1)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return Scorer(sandbox=CFG)
+
+
+def _write(tmp_path, rows):
+    p = tmp_path / "code.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+def test_loader_formats(tmp_path):
+    rows = [
+        {"prompt": "add", "fn_name": "add", "tests": [{"args": [1, 2], "expected": 3}]},
+        {"prompt": "double", "tests": [{"input": "2\n", "output": "4\n"}]},
+        {"prompt": "mbpp", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert not add(0, 0)"]},
+        {"prompt": "apps", "input_output": json.dumps({"inputs": ["1\n"], "outputs": ["2\n"]})},
+        {"prompt": "apps-fn", "input_output": {"inputs": [[1]], "outputs": [(2, 3)], "fn_name": "g"}},
+    ]
+    tasks = load_file(_write(tmp_path, rows))
+    assert [t.verifier for t in tasks] == ["code"] * 5
+    specs = [t.meta["code"] for t in tasks]
+    assert specs[0] == {"mode": "call", "cases": [{"call": "add", "args": [1, 2]}], "expected": [3]}
+    assert specs[1] == {"mode": "stdio", "cases": [{"stdin": "2\n"}], "expected": ["4\n"]}
+    assert specs[2]["cases"] == [{"expr": "add(1, 2)"}, {"expr": "add(0, 0)"}, {"expr": "bool(add(0, 0))"}]
+    assert specs[2]["expected"] == [3, 0, False]
+    assert specs[3]["mode"] == "stdio" and specs[4]["cases"] == [{"call": "g", "args": [1]}]
+    assert specs[4]["expected"] == [[2, 3]]  # JSON has no tuples: the row's list stays a list
+
+
+@pytest.mark.parametrize("row, msg", [
+    ({"prompt": "p", "verifier": "code"}, "no test cases"),
+    ({"prompt": "p", "tests": ["assert f(1) == g(2)"]}, "not a Python literal"),
+    ({"prompt": "p", "tests": ["f(1) == 2"]}, "single assert"),
+    ({"prompt": "p", "tests": ["assert f(1 == 2"]}, "not valid Python"),
+    ({"prompt": "p", "fn_name": "import os", "tests": [{"args": [1], "expected": 2}]}, "identifier"),
+    ({"prompt": "p", "tests": [{"foo": 1}]}, "unrecognised test format"),
+    ({"prompt": "p", "input_output": {"inputs": ["1"], "outputs": []}}, "1 inputs but 0 outputs"),
+])
+def test_bad_code_rows_fail_the_load_naming_the_row(tmp_path, row, msg):
+    ok = {"prompt": "ok", "fn_name": "f", "tests": [{"args": [1], "expected": 1}]}
+    with pytest.raises(TaskDataError, match=rf"row 2: .*{msg}"):
+        load_file(_write(tmp_path, [ok, row]))
+
+
+def test_parse_assert_puts_the_expected_side_in_the_parent():
+    assert parse_assert("assert f([1, 2]) == (1, 2)") == ("f([1, 2])", (1, 2))
+    assert parse_assert("assert 5 == f(2)") == ("f(2)", 5)
+    assert parse_assert("assert f(2)") == ("bool(f(2))", True)
+
+
+def test_extract_code():
+    assert extract_code("text\n```python\ndef f(x):\n    return 1\n```\nmore ```py\nx=2\n```") == "x=2"
+    assert extract_code("def f(x):\n    return x\n\n") == "def f(x):\n    return x"
+    assert extract_code("   \n") is None
+
+
+def test_type_strict_equality_hand_cases():
+    assert outputs_equal(3, 3) and not outputs_equal(3, 3.0) and not outputs_equal(True, 1)
+    assert outputs_equal([1, [2.0]], [1, [2.0 + 1e-12]]) and not outputs_equal([1], [1, 2])
+    assert not outputs_equal({"tuple": [1]}, [1]) and outputs_equal({"tuple": [1]}, {"tuple": [1]})
+
+
+def test_builtin_family_is_deterministic_split_disjoint_and_self_consistent(scorer):
+    a, b = generate("code", 30, seed=5), generate("code", 30, seed=5)
+    assert [t.prompt for t in a] == [t.prompt for t in b]
+    test = {t.prompt for t in generate("code", 60, split="test")}
+    assert not test & {t.prompt for t in generate("code", 200, split="train")}
+    for t in a:
+        spec = t.meta["code"]
+        assert t.verifier == "code" and len(spec["cases"]) == 4 and len(set(map(json.dumps, spec["expected"]))) > 1
+    # every demonstration passes its own tests in the sandbox; a constant function does not
+    res = scorer.score(a, [t.solution for t in a])
+    assert all(res.correct), [t.prompt for t, c in zip(a, res.correct) if not c]
+    res = scorer.score(a, ["def f(x):\n    return 0" for _ in a])
+    assert not any(res.correct) and all(res.valid)
+
+
+def test_scorer_statuses_and_counts(scorer):
+    t = generate("code", 1, seed=2)[0]
+    responses = [t.solution, "```python\n" + t.solution + "\n```", "def f(x):\n    while True: pass", "",
+                 "def f(x):\n    raise ValueError"]
+    res = scorer.score([t] * len(responses), responses)
+    assert res.correct == [True, True, False, False, False]
+    assert res.verdicts == ["correct", "correct", "timeout", "wrong", "wrong"]
+    assert res.counts["code_passed"] == 2 and res.counts["code_timeout"] == 1
+    assert res.counts["code_no_code"] == 1 and res.counts["code_runtime_error"] == 1
+    assert res.scores == [1.0, 1.0, 0.0, 0.0, 0.0] and all(res.valid)
+    m = scorer.metrics()
+    assert m["reward/code_passed"] >= 2
+
+
+def test_infra_error_is_retried_then_invalid_never_wrong(tmp_path):
+    # an interpreter that does not exist inside the sandbox: the runner never starts
+    bad = CodeExecutor.__new__(CodeExecutor)
+    good = CodeExecutor(CFG)
+    bad.__dict__.update(good.__dict__)
+    bad.python = "/usr/bin/no-such-python"
+    bad.counts = dict.fromkeys(good.counts, 0)
+    r = bad.run(CodeJob("def f(x):\n    return x", "call", [{"call": "f", "args": [1]}], [1]))
+    assert r.status == "infra_error" and r.attempts == 1 + CFG.retries
+    assert bad.counts["retries"] == CFG.retries and bad.counts["infra_error"] == 1
+    t = generate("code", 1, seed=2)[0]
+    lenient = Scorer(sandbox=CFG, executor=bad, max_error_fraction=1.0)
+    res = lenient.score([t, t], [t.solution, "x"])
+    assert res.valid == [False, False] and res.verdicts == ["error", "error"] and res.counts["code_infra_error"] == 2
+    strict = Scorer(sandbox=CFG, executor=bad, max_error_fraction=0.5)
+    with pytest.raises(RewardInfrastructureError, match="sandbox infra_error"):
+        strict.score([t, t], [t.solution, t.solution])
+
+
+def test_refuses_without_bubblewrap_and_names_the_fix(monkeypatch):
+    import reasonrl.rewards.sandbox as sb
+
+    monkeypatch.setattr(sb.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match="apt-get install -y bubblewrap.*UNSAFE_none"):
+        CodeExecutor(CFG)
+
+
+def test_unsafe_mode_runs_trusted_code_without_isolation():
+    ex = CodeExecutor(replace(CFG, isolation=UNSAFE))
+    job = CodeJob("def f(x):\n    return 2*x", "call", [{"call": "f", "args": [2]}], [4])
+    assert ex.run(job).status == "passed"
+    assert ex.run(replace(job, code="def f(x):\n    return x")).status == "failed"
+    with pytest.raises(ValueError, match="UNSAFE_none"):
+        CodeExecutor(replace(CFG, isolation="none"))
+
+
+def test_config_threads_the_sandbox_fields():
+    from reasonrl.config import ConfigError, load_config
+
+    cfg = load_config(None, ["reward.code_timeout_s=0.5", "reward.code_sandbox=UNSAFE_none"])
+    assert cfg.reward.code_timeout_s == 0.5 and cfg.reward.code_sandbox == UNSAFE
+    with pytest.raises(ConfigError, match="code_sandbox"):
+        load_config(None, ["reward.code_sandbox=none"])
