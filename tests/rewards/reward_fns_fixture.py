@@ -35,3 +35,22 @@ def returns_str(prompt, response, answer, meta):
 
 def returns_bool(prompt, response, answer, meta):
     return answer in response
+
+
+from reasonrl.rewards import batch_reward  # noqa: E402
+
+
+@batch_reward
+def batch_len(tasks, responses):
+    """Batch signature: one score per response, with access to the task records."""
+    return [len(r) / 10 + (1.0 if t.answer in r else 0.0) for t, r in zip(tasks, responses)]
+
+
+@batch_reward
+def batch_wrong_length(tasks, responses):
+    return [0.0]
+
+
+@batch_reward
+def batch_bad_signature(tasks):
+    return []

@@ -9,6 +9,7 @@ from reasonrl.rewards.scorer import (
     USER_FN_SIGNATURE,
     VERIFIERS,
     RewardFunctionError,
+    batch_reward,
     RewardInfrastructureError,
     RewardResult,
     RewardSpec,
@@ -21,5 +22,5 @@ __all__ = [
     "MathVerifier", "Verdict", "get_default_verifier",
     "countdown_score", "format_reward",
     "Scorer", "RewardSpec", "RewardResult", "RewardFunctionError", "RewardInfrastructureError",
-    "load_reward_function", "USER_FN_SIGNATURE", "VERIFIERS",
+    "load_reward_function", "USER_FN_SIGNATURE", "VERIFIERS", "batch_reward",
 ]

@@ -331,6 +331,21 @@ class MathVerifier:
         with self._state_lock:
             self._counts[key] += 1
 
+    def check_gold(self, gold: str) -> str | None:
+        """None if ``gold`` is a usable reference answer, else why not (for a dataset-load error).
+        Plain numbers are accepted without the worker."""
+        g = _normalize(gold) if isinstance(gold, str) else ""
+        if not g:
+            return "empty answer"
+        if _as_number(g) is not None:
+            return None
+        verdict = self._ask(["gold", g])
+        if verdict is Verdict.CORRECT:
+            return None
+        if verdict is Verdict.TIMEOUT:
+            return f"parsing it took longer than {self.timeout_s:g} s"
+        return self.last_error or "it does not parse"
+
     def _debug_sleep(self, seconds: float) -> Verdict:
         """Test hook: make the worker block for ``seconds`` like a hung sympy call would."""
         return self._ask(["sleep", float(seconds)])
@@ -547,12 +562,26 @@ def _worker_main(argv: list[str]) -> None:
         op = msg[0] if isinstance(msg, list) and msg else None
         if op == "verify":
             out = _verify_pair(parse, verify, pkw, vkw, golds, str(msg[1]), str(msg[2]))
+        elif op == "gold":
+            out = _check_gold(parse, pkw, str(msg[1]))
         elif op == "sleep":
             time.sleep(float(msg[1]))
             out = ["wrong", "slept"]
         else:
             out = ["error", f"unknown request {str(op)[:40]!r}"]
         reply(out)
+
+
+def _check_gold(parse, pkw: dict, gold: str) -> list:
+    """A gold answer is usable when Math-Verify turns it into at least one math object; a parse that
+    only echoes the text back would grade by string fallback, which is how false positives start."""
+    try:
+        g = parse(f"${gold}$", **pkw)
+    except Exception as e:  # never str(e): the message may embed a sympy object
+        return ["error", f"{type(e).__name__} while parsing"]
+    if not _parsed_ok(g) or all(isinstance(x, str) for x in g):
+        return ["error", "Math-Verify finds no math expression in it"]
+    return ["correct", None]
 
 
 def _verify_pair(parse, verify, pkw: dict, vkw: dict, golds: OrderedDict, gold: str, pred: str) -> list:

@@ -23,16 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonrl.rewards.countdown import countdown_score
 from reasonrl.rewards.extract import extract_answer
 from reasonrl.rewards.format import format_reward
+from reasonrl.rewards.kinds import exact_match, length_penalty, qa_golds, tag_format_reward, token_f1
 from reasonrl.rewards.math_verify_worker import MathVerifier, Verdict, get_default_verifier
 from reasonrl.rewards.sandbox import CodeExecutor, CodeJob, SandboxConfig
 from reasonrl.tasks.base import Task
 from reasonrl.tasks.code import extract_code
 
-__all__ = ["VERIFIERS", "USER_FN_SIGNATURE", "RewardFunctionError", "RewardInfrastructureError",
+__all__ = ["batch_reward", "VERIFIERS", "USER_FN_SIGNATURE", "RewardFunctionError", "RewardInfrastructureError",
            "RewardResult", "RewardSpec", "Scorer", "load_reward_function"]
 
-VERIFIERS = ("math", "countdown", "exact", "reasoning_gym", "code")
-USER_FN_SIGNATURE = "fn(prompt: str, response: str, answer: str, meta: dict) -> float"
+VERIFIERS = ("math", "countdown", "exact", "reasoning_gym", "code", "qa", "qa_f1")
+USER_FN_SIGNATURE = ("fn(prompt: str, response: str, answer: str, meta: dict) -> float, or, decorated with "
+                     "@reasonrl.rewards.batch_reward, fn(tasks: list[Task], responses: list[str]) -> list[float]")
 _CLIP = 200
 
 
@@ -42,6 +44,14 @@ class RewardFunctionError(Exception):
 
 class RewardInfrastructureError(RuntimeError):
     """Too many samples could not be graded for reasons that are not the model's fault."""
+
+
+def batch_reward(fn: Callable) -> Callable:
+    """Mark ``fn(tasks, responses) -> list[float]`` as a batch reward function: called once per batch
+    with the :class:`Task` records (prompt, answer, solution, verifier, meta) and the responses,
+    it returns one finite score per response, in order."""
+    fn.reasonrl_batch = True
+    return fn
 
 
 def _clip(s: str, n: int = _CLIP) -> str:
@@ -106,6 +116,13 @@ def load_reward_function(path: str) -> Callable[[str, str, str, dict], float]:
         sig = inspect.signature(obj)
     except (TypeError, ValueError) as e:
         raise _bad_fn(f"cannot read the signature of reward function {path!r}") from e
+    if getattr(obj, "reasonrl_batch", False):
+        try:
+            sig.bind([], [])
+        except TypeError as e:
+            raise _bad_fn(f"batch reward function {path!r} has signature {attr}{sig} but must accept (tasks, "
+                          f"responses) ({e})") from e
+        return obj
     try:
         sig.bind("prompt", "response", "answer", {})
     except TypeError as e:
@@ -143,13 +160,19 @@ class Scorer:
     def __init__(self, correctness_weight: float = 1.0, format_weight: float = 0.0,
                  user_fns: Iterable[tuple[str, float] | str] = (), math_timeout_s: float = 5.0, *,
                  verifier: MathVerifier | None = None, max_error_fraction: float = 0.5,
-                 sandbox: SandboxConfig | None = None, executor: CodeExecutor | None = None):
+                 sandbox: SandboxConfig | None = None, executor: CodeExecutor | None = None,
+                 tag_format_weight: float = 0.0, length_penalty_weight: float = 0.0, length_target_chars: int = 0):
         self.correctness_weight = _finite_weight("correctness_weight", correctness_weight)
         self.format_weight = _finite_weight("format_weight", format_weight)
         self.math_timeout_s = _finite_weight("math_timeout_s", math_timeout_s)
         if self.math_timeout_s <= 0:
             raise ValueError(f"math_timeout_s must be > 0, got {math_timeout_s!r}")
         self.max_error_fraction = float(max_error_fraction)
+        self.tag_format_weight = _finite_weight("tag_format_weight", tag_format_weight)
+        self.length_penalty_weight = _finite_weight("length_penalty_weight", length_penalty_weight)
+        self.length_target_chars = int(length_target_chars)
+        if self.length_penalty_weight and self.length_target_chars <= 0:
+            raise ValueError("a length penalty needs length_target_chars > 0 (reward.length_target_chars)")
         self.user_fns: list[_UserFn] = []
         for entry in user_fns:
             path, weight = (entry, 1.0) if isinstance(entry, str) else tuple(entry)
@@ -238,6 +261,13 @@ class Scorer:
                 verdicts[i] = Verdict.CORRECT if got.strip() == t.answer.strip() else Verdict.WRONG
             elif t.verifier == "code":
                 pass
+            elif t.verifier in ("qa", "qa_f1"):
+                got = extracted[i] if extracted[i] is not None else responses[i]
+                golds = qa_golds(t.answer, t.meta)
+                em = exact_match(got, golds)
+                verdicts[i] = Verdict.CORRECT if em == 1.0 else Verdict.WRONG
+                correctness[i] = token_f1(got, golds) if t.verifier == "qa_f1" else em
+                continue
             elif t.verifier == "reasoning_gym":
                 rg_fn = rg_fn or _reasoning_gym_scorer()
                 got = extracted[i] if extracted[i] is not None else responses[i]
@@ -275,17 +305,49 @@ class Scorer:
 
         components: dict[str, list[float]] = {"correctness": correctness,
                                               "format": [format_reward(r) for r in responses]}
+        extra_w: dict[str, float] = {}
+        if self.tag_format_weight:
+            components["tag_format"] = [tag_format_reward(r) for r in responses]
+            extra_w["tag_format"] = self.tag_format_weight
+        if self.length_penalty_weight:
+            components["length_penalty"] = [length_penalty(r, self.length_target_chars) for r in responses]
+            extra_w["length_penalty"] = self.length_penalty_weight
         for u in self.user_fns:
-            components[u.path] = [self._call_user(u, t, r) for t, r in zip(tasks, responses)]
+            components[u.path] = (self._call_batch(u, tasks, responses) if getattr(u.fn, "reasonrl_batch", False)
+                                  else [self._call_user(u, t, r) for t, r in zip(tasks, responses)])
         scores = []
         for i in range(n):
             s = self.correctness_weight * correctness[i] + self.format_weight * components["format"][i]
+            for name, w in extra_w.items():
+                s += w * components[name][i]
             for u in self.user_fns:
                 s += u.weight * components[u.path][i]
             scores.append(s)
         return RewardResult(scores=scores, correct=[v is Verdict.CORRECT for v in verdicts],
                             components=components, counts=counts, extracted=extracted,
                             verdicts=[v.value for v in verdicts], valid=[v is not Verdict.ERROR for v in verdicts])
+
+    @staticmethod
+    def _call_batch(u: _UserFn, tasks: Sequence[Task], responses: Sequence[str]) -> list[float]:
+        try:
+            values = u.fn(list(tasks), list(responses))
+        except Exception as e:
+            raise RewardFunctionError(f"batch reward function {u.path!r} raised {type(e).__name__}: {e} on a batch "
+                                      f"of {len(tasks)} (first task {tasks[0].uid!r}); expected "
+                                      f"{USER_FN_SIGNATURE}") from e
+        try:
+            values = list(values)
+        except TypeError:
+            raise RewardFunctionError(f"batch reward function {u.path!r} returned {type(values).__name__}, not a "
+                                      f"list of {len(tasks)} numbers") from None
+        if len(values) != len(tasks):
+            raise RewardFunctionError(f"batch reward function {u.path!r} returned {len(values)} scores for "
+                                      f"{len(tasks)} responses")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise RewardFunctionError(f"batch reward function {u.path!r} returned {repr(v)[:80]} for sample {i} "
+                                          f"(task {tasks[i].uid!r}, response {_clip(responses[i])}), not a finite number")
+        return [float(v) for v in values]
 
     @staticmethod
     def _call_user(u: _UserFn, task: Task, response: str) -> float:

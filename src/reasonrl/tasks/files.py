@@ -180,4 +180,24 @@ def load_file(path: str | Path) -> list[Task]:
     tasks = [row_to_task(row, path, row_no, part) for part, rows in parts for row_no, row in rows]
     if not tasks:
         raise TaskDataError(f"{path}: no rows found; {_FIELDS_HINT}, one row per task")
+    check_math_golds(tasks, path)
     return tasks
+
+
+def check_math_golds(tasks: list[Task], path: Path) -> None:
+    """Parse every distinct gold answer of a ``math`` row once, now (reliability.md §4): a gold
+    that Math-Verify cannot read would otherwise grade every sample of that prompt as wrong (or
+    as an infrastructure error) for the whole run. Plain numbers skip the worker."""
+    from reasonrl.rewards.math_verify_worker import get_default_verifier
+
+    seen: dict[str, str | None] = {}
+    for t in tasks:
+        if t.verifier != "math":
+            continue
+        if t.answer not in seen:
+            seen[t.answer] = get_default_verifier().check_gold(t.answer)
+        why = seen[t.answer]
+        if why:
+            where = _where(path, t.meta.get("row", "?"), t.meta.get("split"))
+            raise TaskDataError(f"{where}: gold answer {t.answer!r:.80} cannot be used for math verification "
+                                f"({why}); fix the answer, or set this row's 'verifier' to 'exact' or 'qa'")

@@ -35,6 +35,15 @@ def resolve_model(path: str, log=print) -> Path:
         from reasonrl.models.tiny import build_default_model
 
         return build_default_model(log=log)
+    if path.startswith("builtin:tiny-"):  # the tiny model SFT'd on another built-in family, e.g. tiny-code
+        from reasonrl.models.tiny import TinySpec, build_default_model
+        from reasonrl.tasks import FAMILIES
+
+        family = path.removeprefix("builtin:tiny-")
+        if family not in FAMILIES:
+            raise ValueError(f"model.path {path!r}: no built-in family {family!r}; valid: "
+                             f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
+        return build_default_model(TinySpec(family=family), log=log)
     if path.startswith("builtin:"):
         from reasonrl.models.gguf import resolve_model_path
 
@@ -76,6 +85,8 @@ class Trainer:
         r = cfg.reward
         self.scorer = Scorer(correctness_weight=r.correctness, format_weight=r.format,
                              user_fns=fns, math_timeout_s=r.math_timeout_s, max_error_fraction=r.max_error_fraction,
+                             tag_format_weight=r.tag_format, length_penalty_weight=r.length_penalty,
+                             length_target_chars=r.length_target_chars,
                              sandbox=SandboxConfig(isolation=r.code_sandbox, timeout_s=r.code_timeout_s,
                                                    cpu_s=r.code_timeout_s, memory_mb=r.code_memory_mb,
                                                    workers=r.code_workers))
