@@ -152,3 +152,25 @@ def test_config_threads_the_sandbox_fields():
     assert cfg.reward.code_timeout_s == 0.5 and cfg.reward.code_sandbox == UNSAFE
     with pytest.raises(ConfigError, match="code_sandbox"):
         load_config(None, ["reward.code_sandbox=none"])
+
+
+def test_math_gold_answers_are_parsed_at_load_and_name_the_row(tmp_path):
+    p = tmp_path / "math.jsonl"
+    p.write_text('{"prompt": "a", "answer": "\\\\frac{1}{2}"}\n{"prompt": "b", "answer": "7"}\n'
+                 '{"prompt": "c", "answer": "@@@"}\n')
+    with pytest.raises(TaskDataError, match=r"row 3: gold answer '@@@' cannot be used for math verification"):
+        load_file(p)
+    p.write_text('{"prompt": "a", "answer": "\\\\frac{1}{2}"}\n{"prompt": "c", "answer": "@@@", "verifier": "exact"}\n')
+    assert [t.answer for t in load_file(p)] == ["\\frac{1}{2}", "@@@"]
+
+
+def test_trainer_stops_past_the_ungradable_threshold():
+    from types import SimpleNamespace
+
+    from reasonrl.trainer.loop import TrainingError, _check_invalid
+
+    tr = SimpleNamespace(cfg=SimpleNamespace(reward=SimpleNamespace(max_error_fraction=0.25)))
+    _check_invalid(tr, 1, 16)  # 1/16 dropped: fine
+    _check_invalid(tr, 3, 16)  # 4/32 = 0.125: fine
+    with pytest.raises(TrainingError, match=r"13/48 prompt groups .* reward.max_error_fraction=0.25"):
+        _check_invalid(tr, 9, 16)  # 13/48 > 0.25
