@@ -81,9 +81,9 @@ def test_type_strict_equality_hand_cases():
 
 
 def test_builtin_family_is_deterministic_split_disjoint_and_self_consistent(scorer):
-    a, b = generate("code", 30, seed=5), generate("code", 30, seed=5)
+    a, b = generate("code", 16, seed=5), generate("code", 16, seed=5)
     assert [t.prompt for t in a] == [t.prompt for t in b]
-    test = {t.prompt for t in generate("code", 60, split="test")}
+    test = {t.prompt for t in generate("code", 40, split="test")}
     assert not test & {t.prompt for t in generate("code", 200, split="train")}
     for t in a:
         spec = t.meta["code"]

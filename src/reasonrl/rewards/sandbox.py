@@ -209,13 +209,14 @@ class CodeExecutor:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox")
         self._lock = threading.Lock()
         self.counts: dict[str, int] = dict.fromkeys((*STATUSES, "attempts", "retries"), 0)
-        self._nproc = cfg.processes
+        if self.is_root:
+            # bwrap: per-slot uid, so the limit is this sandbox's own; unsafe: not enforced for root (§1.2)
+            self._nproc = cfg.processes if cfg.isolation == "bwrap" else None
+        else:
+            # one shared uid: RLIMIT_NPROC counts ALL its processes, so leave room for the ones it has
+            self._nproc = _user_processes() + 64 * self.workers + cfg.processes
         if cfg.isolation == "bwrap":
             self._check_bwrap()
-        elif not self.is_root:
-            self._nproc = _user_processes() + 64 * self.workers + cfg.processes
-        else:
-            self._nproc = None  # RLIMIT_NPROC is not enforced for root anyway (§1.2)
 
     # -- command ------------------------------------------------------------------------
     def _bwrap_cmd(self, slot: int, argv: list[str]) -> list[str]:

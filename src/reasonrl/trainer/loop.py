@@ -104,6 +104,8 @@ class Trainer:
         from reasonrl.eval.runner import heldout_tasks
 
         self.test_tasks = heldout_tasks(cfg)
+        if any(t.verifier == "code" for t in self.test_tasks):
+            self.scorer.executor  # start the sandbox now: no bubblewrap -> fail before any work, with the fix
         self._load_tasks = load_tasks
         mini = cfg.trainer.mini_batch_prompts or cfg.trainer.prompts_per_step
         self.updates_per_step = cfg.trainer.epochs * (cfg.trainer.prompts_per_step // mini)
