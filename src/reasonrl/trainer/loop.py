@@ -43,7 +43,9 @@ def resolve_model(path: str, log=print) -> Path:
         if family not in FAMILIES:
             raise ValueError(f"model.path {path!r}: no built-in family {family!r}; valid: "
                              f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
-        return build_default_model(TinySpec(family=family), log=log)
+        from reasonrl.tasks.code import TINY_MODEL_SPEC
+
+        return build_default_model(TinySpec(family=family, **({"code": TINY_MODEL_SPEC}.get(family, {}))), log=log)
     if path.startswith("builtin:"):
         from reasonrl.models.gguf import resolve_model_path
 
