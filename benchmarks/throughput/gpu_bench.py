@@ -119,8 +119,10 @@ def time_hf(model, batch, plen, new, cache, device):
               attention_mask=torch.ones_like(ids))
     if cache == "static":
         kw["cache_implementation"] = "static"
+    # the static cache is sized by max_new_tokens (and may be compiled for it): warm up at full length
+    warm = new if cache == "static" else min(new, 32)
     with torch.inference_mode():
-        model.generate(ids, **{**kw, "max_new_tokens": min(new, 32), "min_new_tokens": min(new, 32)})
+        model.generate(ids, **{**kw, "max_new_tokens": warm, "min_new_tokens": warm})
         sync(device)
         t0 = time.perf_counter()
         out = model.generate(ids, **kw)
