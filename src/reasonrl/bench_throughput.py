@@ -102,15 +102,16 @@ class _OurArm:
         # fixed-length completions: EOS does not stop a row (same token count as TRL with min_new_tokens)
         tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine == "native"
                      else HFEngine(tr.model, tr.tok, eos_token_ids=[], micro_batch=rows))
-        self.raw: dict[str, list[float]] = {"step_s": [], "gen_s": [], "gen_tokens": [], "mismatch": []}
+        self.raw: dict[str, list[float]] = {"step_s": [], "cpu_s": [], "gen_s": [], "gen_tokens": [], "mismatch": []}
 
     def step(self, record: bool) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch, tasks, m = self.tr.collect()
         u = self.tr.update(batch, tasks)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if record:
             self.raw["step_s"].append(dt)
+            self.raw["cpu_s"].append(dc)
             self.raw["gen_s"].append(m["time/gen_s"])
             self.raw["gen_tokens"].append(float(batch.loss_mask.sum()))
             self.raw["mismatch"].append(u.get("rollout/logp_mismatch_mean", float("nan")))
@@ -169,13 +170,14 @@ def _run_trl(s: dict[str, Any], tmp: str, between_steps) -> dict[str, Any]:
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.times, self.logs, self.t0 = [], [], 0.0
+            self.times, self.cpu, self.logs, self.t0, self.c0 = [], [], [], 0.0, 0.0
 
         def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t0)
+            self.cpu.append(time.process_time() - self.c0)
             between_steps()
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -193,7 +195,7 @@ def _run_trl(s: dict[str, Any], tmp: str, between_steps) -> dict[str, Any]:
                           processing_class=tok, callbacks=[clock])
     trainer.train()
     lens = [lg["completions/mean_length"] for lg in clock.logs if "completions/mean_length" in lg][s["warmup"]:]
-    return {"step_s": clock.times[s["warmup"]:], "gen_tokens": [float(x) * s["prompts"] * s["n"] for x in lens],
+    return {"step_s": clock.times[s["warmup"]:], "cpu_s": clock.cpu[s["warmup"]:], "gen_tokens": [float(x) * s["prompts"] * s["n"] for x in lens],
             "trl_version": trl.__version__}
 
 
@@ -221,7 +223,8 @@ def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any]) -> dict[str, An
     step = statistics.median(raw["step_s"])
     tokens = statistics.median(raw["gen_tokens"]) if raw.get("gen_tokens") else float(s["prompts"] * s["n"] * s["max_new_tokens"])
     out = {"arm": arm, "median_step_s": step, "gen_tokens_per_step": tokens, "step_tokens_per_s": tokens / step,
-           "step_s": raw["step_s"]}
+           "step_s": raw["step_s"], "cpu_s": raw.get("cpu_s", []),
+           "median_cpu_s": statistics.median(raw["cpu_s"]) if raw.get("cpu_s") else None}
     if raw.get("gen_s"):
         g = statistics.median(raw["gen_s"])
         out.update({"median_gen_s": g, "gen_tokens_per_s": tokens / g})
@@ -275,16 +278,27 @@ def bench_throughput(overrides: list[str]) -> int:
 
 
 def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Ratios of medians (wall and process CPU time), and the median of per-round paired wall ratios
+    (round i of one arm against round i of another: both ran within seconds of each other)."""
     by = {r["arm"]: r for r in results if "median_step_s" in r}
     out = {}
-    if "trl" in by:
-        for arm, r in by.items():
-            if arm != "trl":
-                out[f"trl_step_s / {arm}_step_s"] = by["trl"]["median_step_s"] / r["median_step_s"]
+
+    def add(num: str, den: str) -> None:
+        a, b = by[num], by[den]
+        out[f"{num}/{den} wall (ratio of medians)"] = a["median_step_s"] / b["median_step_s"]
+        if a.get("median_cpu_s") and b.get("median_cpu_s"):
+            out[f"{num}/{den} CPU time (ratio of medians)"] = a["median_cpu_s"] / b["median_cpu_s"]
+        pairs = [x / y for x, y in zip(a["step_s"], b["step_s"])]
+        if pairs:
+            out[f"{num}/{den} wall (median of paired rounds)"] = statistics.median(pairs)
+
+    for arm in by:
+        if arm != "trl" and "trl" in by:
+            add("trl", arm)
     if "hf" in by and "native" in by:
-        out["hf_step_s / native_step_s"] = by["hf"]["median_step_s"] / by["native"]["median_step_s"]
+        add("hf", "native")
         if "median_gen_s" in by["hf"] and "median_gen_s" in by["native"]:
-            out["hf_gen_s / native_gen_s"] = by["hf"]["median_gen_s"] / by["native"]["median_gen_s"]
+            out["hf/native generation wall (ratio of medians)"] = by["hf"]["median_gen_s"] / by["native"]["median_gen_s"]
     return out
 
 
@@ -323,18 +337,21 @@ def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, An
                   f"Peak RSS of the one process holding all arms: {rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB  ",
                   f"Versions: torch {rr['machine']['torch']}, transformers {rr['machine']['transformers']}"
                   + next((f", trl {r['trl_version']}" for r in rr["results"] if r.get("trl_version")), ""), "",
-                  "| arm | median step s | generated tok/s (whole step) | median generation s | generation tok/s | "
-                  "sampler-learner mean abs logp gap | step times s |", "|---|---|---|---|---|---|---|"]
+                  "| arm | median step s (wall) | median step s (process CPU) | generated tok/s (whole step, wall) | "
+                  "median generation s | generation tok/s | sampler-learner mean abs logp gap | step times s (wall) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rr["results"]:
             if "median_step_s" not in r:
-                lines.append(f"| {r['arm']} | {r.get('skipped') or r.get('failed')} | | | | | |")
+                lines.append(f"| {r['arm']} | {r.get('skipped') or r.get('failed')} | | | | | | |")
                 continue
             g = f"{r['median_gen_s']:.3f}" if "median_gen_s" in r else "n/a"
             gt = f"{r['gen_tokens_per_s']:.0f}" if "gen_tokens_per_s" in r else "n/a"
             mm = f"{r['logp_mismatch_mean']:.1e}" if "logp_mismatch_mean" in r else "n/a"
-            lines.append(f"| {r['arm']} | {r['median_step_s']:.3f} | {r['step_tokens_per_s']:.0f} | {g} | {gt} | {mm} | "
+            cpu = f"{r['median_cpu_s']:.3f}" if r.get("median_cpu_s") else "n/a"
+            lines.append(f"| {r['arm']} | {r['median_step_s']:.3f} | {cpu} | {r['step_tokens_per_s']:.0f} | {g} | {gt} | {mm} | "
                          + ", ".join(f"{x:.2f}" for x in r["step_s"]) + " |")
-        lines += ["", "Ratios (higher = ours faster): " + ", ".join(f"{k} = {v:.2f}x" for k, v in rr["ratios"].items()), ""]
+        lines += ["", "Ratios (> 1: the second arm is faster):", ""]
+        lines += [f"- {k}: {v:.2f}x" for k, v in rr["ratios"].items()] + [""]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

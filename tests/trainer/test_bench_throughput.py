@@ -33,7 +33,7 @@ def test_interleaved_arms_do_the_same_work(tiny_model_dir, tmp_path):
     bt._write(st, st.model_dump(), results, {"load_before": [1.0], "load_after": [1.0], "wall_s": 1.0,
                                              "peak_rss_mb_all_arms": 100.0})
     saved = json.loads((tmp_path / "results.json").read_text())["tiny"]
-    assert "hf_step_s / native_step_s" in saved["ratios"] and saved["command"].startswith("reasonrl bench throughput")
+    assert "hf/native wall (ratio of medians)" in saved["ratios"] and saved["command"].startswith("reasonrl bench throughput")
     assert "| native |" in (tmp_path / "results.md").read_text()
 
 
@@ -78,4 +78,4 @@ def test_cli_with_trl_arm(tiny_model_dir, tmp_path):
                                 "bench.warmup=1", "bench.threads=1", f"bench.out={tmp_path}"]) == 0
     saved = json.loads((tmp_path / "results.json").read_text())["tiny"]
     assert [r["arm"] for r in saved["results"]] == ["native", "hf", "trl"]
-    assert "trl_step_s / native_step_s" in saved["ratios"]
+    assert "trl/native CPU time (ratio of medians)" in saved["ratios"]
