@@ -3,10 +3,10 @@
 Same model directory, same prompts (the training stream's first prompts, same template), same group
 size, same completion length (every completion is exactly ``max_new_tokens`` long in every arm: our
 engines ignore EOS, TRL gets ``min_new_tokens``), same reward function, fp32, no KL/reference
-model, one optimizer step per batch, same thread policy. Each arm runs in its own fresh process
-(so peak RSS is per arm), one after another; the native arm runs again at the end so that drift
-in machine load shows up as a difference between its two runs. Reported per arm: median step time,
-generated tokens/s over the whole step, peak RSS, the load average around it; and the ratios.
+model, one optimizer step per batch, same thread policy. All arms live in one fresh process and take
+one step each in turn, so bursts of load on a shared machine hit every arm alike. Reported per arm:
+median wall and process-CPU step time, generated tokens/s over the whole step, generation time (ours),
+the sampler/learner log-prob gap; the load average around the run; and the ratios.
 
 Arguments are ``bench.*`` settings, e.g.::
 
@@ -48,8 +48,8 @@ class ThroughputSettings(BaseModel):
     steps: int = Field(6, ge=1, description="Measured steps per arm.")
     warmup: int = Field(2, ge=0, description="Unmeasured steps first (allocator, lazy init).")
     threads: int = Field(2, ge=1, description="torch intra-op threads in every arm (OMP_WAIT_POLICY=PASSIVE).")
-    arms: list[str] = Field(default_factory=lambda: ["native", "hf", "trl", "native"],
-                            description="Arms in run order (native, hf, trl); a repeated arm measures drift.")
+    arms: list[str] = Field(default_factory=lambda: ["native", "hf", "trl"],
+                            description="Arms to run, stepped in turn (native, hf, trl).")
     out: str = Field("benchmarks/throughput", description="Where results.json / results.md go.")
     timeout_s: float = Field(1800, gt=0, description="Per-arm wall-clock limit.")
 
