@@ -56,7 +56,23 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="Top-k truncation; 0 = off.")
     max_new_tokens: int = Field(64, ge=1, description="Response length limit in tokens.")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings (EOS always stops).")
-    micro_batch: int = Field(256, ge=1, description="Max sequences per generation forward.")
+    micro_batch: int = Field(256, ge=1, description="Max sequences per generation forward (native engine: decode slots).")
+    engine: Literal["hf", "native", "vllm"] = Field("hf", description=(
+        "Generation engine: 'hf' (any HF causal LM, our KV-cache loop), 'native' (own continuous-batching decode "
+        "step for Llama/Qwen2 models; faster), 'vllm' (needs the vllm package and a GPU). See docs/engines.md."))
+    decode_graph: Literal["off", "compile", "cuda_graph"] = Field("off", description=(
+        "Native engine only: capture the decode step as CUDA graphs ('cuda_graph', CUDA only) or torch.compile it."))
+
+    @model_validator(mode="after")
+    def _engine_available(self) -> "RolloutConfig":
+        if self.engine == "vllm":
+            from reasonrl.rollout.vllm_engine import require_vllm
+
+            require_vllm()
+        if self.decode_graph != "off" and self.engine != "native":
+            raise ValueError(f"rollout.decode_graph={self.decode_graph!r} applies to rollout.engine=native only "
+                             f"(engine is {self.engine!r}); set rollout.decode_graph=off or rollout.engine=native")
+        return self
 
 
 class RewardConfig(_Section):

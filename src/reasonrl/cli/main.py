@@ -94,6 +94,7 @@ def cmd_report(args) -> int:
 BENCHES = {
     "algorithms": "reasonrl.bench:bench_algorithms",
     "rewards": "reasonrl.rewards.bench_rewards:bench_rewards",
+    "throughput": "reasonrl.bench_throughput:bench_throughput",
 }
 
 

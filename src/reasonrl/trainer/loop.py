@@ -21,6 +21,7 @@ from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext, m
 from reasonrl.batch import Rollouts, concat
 from reasonrl.config import Config, dump_config
 from reasonrl.rollout.logprobs import sequence_logprobs
+from reasonrl.rollout.mismatch import MismatchMeter
 from reasonrl.rollout.sampling import SamplingParams
 from reasonrl.trainer.sft import lr_at
 
@@ -57,7 +58,7 @@ class Trainer:
     def __init__(self, cfg: Config, *, log=print, model=None, tokenizer=None):
         from reasonrl.models.loading import load_policy
         from reasonrl.rewards import Scorer
-        from reasonrl.rollout.hf_engine import HFEngine
+        from reasonrl.rollout.factory import make_engine
         from reasonrl.tasks import load_tasks
         from reasonrl.threads import apply_thread_policy
 
@@ -66,6 +67,7 @@ class Trainer:
         apply_thread_policy(cfg.run.threads or None)
         torch.manual_seed(cfg.run.seed)
         self.run_dir = cfg.run_dir
+        model_dir = None
         if model is None:
             model_dir = resolve_model(cfg.model.path, log)
             model, tokenizer = load_policy(model_dir, dtype=cfg.model.dtype)
@@ -77,7 +79,7 @@ class Trainer:
             import copy
 
             self.ref = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.engine = HFEngine(self.model, self.tok, micro_batch=cfg.rollout.micro_batch)
+        self.engine = make_engine(cfg, self.model, self.tok, model_dir=model_dir)
         fns = []
         for spec in cfg.reward.functions:
             path, _, w = spec.partition("=")
@@ -262,6 +264,7 @@ class Trainer:
         t0 = time.perf_counter()
         grad_norm = lr = float("nan")
         losses: list[float] = []
+        mismatch = MismatchMeter()  # sampler vs learner log-probs, before this step's first update
         self.model.train()
         self.modules.train()
         for _epoch in range(c.trainer.epochs):
@@ -281,6 +284,8 @@ class Trainer:
                         self.model, mb, temperature=c.rollout.temperature, with_entropy=self.recipe.needs_entropy(),
                         return_hidden=self.recipe.needs_hidden())
                     logp, ent = fwd[0], fwd[1]
+                    if _epoch == 0 and start == chunks[0][0]:
+                        mismatch.add(mb.rollout_logp, logp, mb.loss_mask)
                     hidden = fwd[2] if len(fwd) == 3 else None
                     out = ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
                     loss, metrics = self.recipe.loss(mb, out, norm)
@@ -308,6 +313,7 @@ class Trainer:
                 _trace(self.step + 1, self.opt_steps, step_loss, grad_norm)
         train_s = time.perf_counter() - t0
         out = {k: sums[k] / counts[k] for k in sums}
+        out.update(mismatch.metrics())
         out.update({"actor/loss": sum(losses) / max(1, len(losses)), "actor/entropy": ent_sum / ent_tok if ent_tok else float("nan"), "actor/grad_norm": grad_norm,
                     "actor/lr": lr, "batch/active_frac": float(active_all.float().mean()), "time/train_s": train_s,
                     "perf/train_tokens_per_s": trained_tokens * c.trainer.epochs / max(train_s, 1e-9) / c.trainer.epochs})

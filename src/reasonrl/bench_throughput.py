@@ -1,0 +1,359 @@
+"""`reasonrl bench throughput`: our GRPO step (native and HF engines) vs TRL's ``GRPOTrainer``, side by side.
+
+Same model directory, same prompts (the training stream's first prompts, same template), same group
+size, same completion length (every completion is exactly ``max_new_tokens`` long in every arm: our
+engines ignore EOS, TRL gets ``min_new_tokens``), same reward function, fp32, no KL/reference
+model, one optimizer step per batch, same thread policy. All arms live in one fresh process and take
+one step each in turn, so bursts of load on a shared machine hit every arm alike. Reported per arm:
+median wall and process-CPU step time, generated tokens/s over the whole step, generation time (ours),
+the sampler/learner log-prob gap; the load average around the run; and the ratios.
+
+Arguments are ``bench.*`` settings, e.g.::
+
+    reasonrl bench throughput bench.model=builtin:smollm2 bench.n=8 bench.steps=3 bench.label=smollm2
+
+TRL comes from the ``bench`` extra (``pip install 'reasonrl[bench]'``); without it the TRL arm is
+reported as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ARMS = ("native", "hf", "trl")
+
+
+class ThroughputSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("builtin:tiny", description="Model for every arm (builtin name or HF directory).")
+    label: str = Field("tiny", description="Key of this run in results.json (runs with other labels are kept).")
+    template: str = Field("", description="Prompt template; '' = 'chat' for builtin:smollm2, else 'plain'.")
+    n: int = Field(16, ge=2, description="Completions per prompt (group size); the batch is prompts * n.")
+    prompts: int = Field(1, ge=1, description="Prompts per step.")
+    max_new_tokens: int = Field(64, ge=1, description="Completion length (forced in every arm).")
+    steps: int = Field(6, ge=1, description="Measured steps per arm.")
+    warmup: int = Field(2, ge=0, description="Unmeasured steps first (allocator, lazy init).")
+    threads: int = Field(2, ge=1, description="torch intra-op threads in every arm (OMP_WAIT_POLICY=PASSIVE).")
+    arms: list[str] = Field(default_factory=lambda: ["native", "hf", "trl"],
+                            description="Arms to run, stepped in turn (native, hf, trl).")
+    out: str = Field("benchmarks/throughput", description="Where results.json / results.md go.")
+    timeout_s: float = Field(1800, gt=0, description="Per-arm wall-clock limit.")
+
+
+_REWARD_RNG = random.Random(0)
+
+
+def random_reward(prompt: str, response: str, answer: str, meta: dict) -> float:
+    """The benchmark's reward in every arm: uniform noise. Every group then has non-zero advantages,
+    so every arm runs the full learner forward/backward each step (with a reward that is constant
+    within a group our GRPO recipe would skip the group's forward, which TRL does not)."""
+    return _REWARD_RNG.random()
+
+
+def _template(s: dict[str, Any]) -> str:
+    return s["template"] or ("chat" if s["model"] == "builtin:smollm2" else "plain")
+
+
+def _our_config(s: dict[str, Any], engine: str, out_dir: str):
+    from reasonrl.config import load_config
+
+    return load_config(None, [
+        f"model.path={s['model']}", f"model.template={_template(s)}", f"rollout.engine={engine}",
+        f"rollout.n={s['n']}", f"rollout.max_new_tokens={s['max_new_tokens']}", "rollout.temperature=1.0",
+        f"trainer.prompts_per_step={s['prompts']}", "trainer.micro_batch=64", f"rollout.micro_batch={s['prompts'] * s['n']}",
+        "reward.correctness=0", "reward.functions=[reasonrl.bench_throughput:random_reward]", "optim.lr=1e-6",
+        f"run.threads={s['threads']}", f"run.out_dir={out_dir}", "trainer.tensorboard=false", "data.eval_size=1",
+    ])
+
+
+def _prompts(cfg, tok, count: int) -> list[str]:
+    from reasonrl.tasks import load_tasks
+    from reasonrl.tasks.templates import render_prompt
+
+    tasks = load_tasks(cfg.data.train, count, split="train", seed=cfg.run.seed + 1, difficulty=cfg.data.difficulty,
+                       start=0)
+    return [render_prompt(t, cfg.model.template, tok) for t in tasks]
+
+
+class _OurArm:
+    """One of our GRPO trainers (own model copy) stepped on demand: collect + update."""
+
+    def __init__(self, s: dict[str, Any], engine: str, tmp: str):
+        from reasonrl.rollout.hf_engine import HFEngine
+        from reasonrl.rollout.native_engine import NativeEngine
+        from reasonrl.trainer.loop import Trainer
+
+        self.tr = tr = Trainer(_our_config(s, engine, tmp), log=lambda *a: None)
+        rows = s["prompts"] * s["n"]
+        # fixed-length completions: EOS does not stop a row (same token count as TRL with min_new_tokens)
+        tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine == "native"
+                     else HFEngine(tr.model, tr.tok, eos_token_ids=[], micro_batch=rows))
+        self.raw: dict[str, list[float]] = {"step_s": [], "cpu_s": [], "gen_s": [], "gen_tokens": [], "mismatch": []}
+
+    def step(self, record: bool) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch, tasks, m = self.tr.collect()
+        u = self.tr.update(batch, tasks)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        if record:
+            self.raw["step_s"].append(dt)
+            self.raw["cpu_s"].append(dc)
+            self.raw["gen_s"].append(m["time/gen_s"])
+            self.raw["gen_tokens"].append(float(batch.loss_mask.sum()))
+            self.raw["mismatch"].append(u.get("rollout/logp_mismatch_mean", float("nan")))
+
+
+def _run_interleaved(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """All arms in one process, one step each in turn, so load changes hit every arm alike.
+
+    TRL keeps its own ``Trainer.train`` loop; our arms take their step inside TRL's ``on_step_end``
+    callback, outside the window TRL's step is timed over (``on_step_begin`` -> ``on_step_end``,
+    which contains its generation: checked against end-to-end spacing when TRL runs alone).
+    """
+    import importlib.util
+
+    total = s["warmup"] + s["steps"]
+    ours = [a for a in dict.fromkeys(s["arms"]) if a != "trl"]
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {a: _OurArm(s, a, tmp) for a in ours}
+        rounds = {"n": 0}
+
+        def our_round() -> None:
+            order = ours if rounds["n"] % 2 == 0 else ours[::-1]  # alternate who goes first
+            for a in order:
+                arms[a].step(record=rounds["n"] >= s["warmup"])
+            rounds["n"] += 1
+
+        out: dict[str, dict[str, Any]] = {}
+        if "trl" in s["arms"] and importlib.util.find_spec("trl") is not None:
+            out["trl"] = _run_trl(s, tmp, our_round)
+        else:
+            if "trl" in s["arms"]:
+                out["trl"] = {"skipped": "trl is not installed (pip install 'reasonrl[bench]')"}
+            for _ in range(total):
+                our_round()
+        for a in ours:
+            out[a] = arms[a].raw
+    return out
+
+
+def _run_trl(s: dict[str, Any], tmp: str, between_steps) -> dict[str, Any]:
+    import trl
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from reasonrl.models.loading import load_policy
+    from reasonrl.trainer.loop import resolve_model
+
+    cfg = _our_config(s, "hf", tmp)
+    model, tok = load_policy(resolve_model(s["model"], log=lambda *a: None), dtype="float32")
+    total = s["warmup"] + s["steps"]
+    prompts = _prompts(cfg, tok, s["prompts"] * total)
+
+    def reward(completions, **kw):
+        return [random_reward("", c, "", {}) for c in completions]
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times, self.cpu, self.logs, self.t0, self.c0 = [], [], [], 0.0, 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+            self.cpu.append(time.process_time() - self.c0)
+            between_steps()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            self.logs.append(dict(logs or {}))
+
+    clock = Clock()
+    args = GRPOConfig(
+        output_dir=str(Path(tmp) / "trl"), use_cpu=True, bf16=False, fp16=False, seed=0, report_to="none",
+        save_strategy="no", logging_steps=1, disable_tqdm=True, max_steps=total, learning_rate=1e-6,
+        per_device_train_batch_size=s["prompts"] * s["n"], num_generations=s["n"], gradient_accumulation_steps=1,
+        max_completion_length=s["max_new_tokens"], temperature=1.0, beta=0.0,
+        generation_kwargs={"min_new_tokens": s["max_new_tokens"]}, dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
+                          processing_class=tok, callbacks=[clock])
+    trainer.train()
+    lens = [lg["completions/mean_length"] for lg in clock.logs if "completions/mean_length" in lg][s["warmup"]:]
+    return {"step_s": clock.times[s["warmup"]:], "cpu_s": clock.cpu[s["warmup"]:], "gen_tokens": [float(x) * s["prompts"] * s["n"] for x in lens],
+            "trl_version": trl.__version__}
+
+
+def _child(payload: str) -> None:
+    s = json.loads(payload)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    from reasonrl.threads import apply_thread_policy
+
+    apply_thread_policy(s["threads"])
+    out = _run_interleaved(s)
+    print("RESULT " + json.dumps({"arms": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+          flush=True)
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    if raw.get("skipped"):
+        return {"arm": arm, "skipped": raw["skipped"]}
+    step = statistics.median(raw["step_s"])
+    tokens = statistics.median(raw["gen_tokens"]) if raw.get("gen_tokens") else float(s["prompts"] * s["n"] * s["max_new_tokens"])
+    out = {"arm": arm, "median_step_s": step, "gen_tokens_per_step": tokens, "step_tokens_per_s": tokens / step,
+           "step_s": raw["step_s"], "cpu_s": raw.get("cpu_s", []),
+           "median_cpu_s": statistics.median(raw["cpu_s"]) if raw.get("cpu_s") else None}
+    if raw.get("gen_s"):
+        g = statistics.median(raw["gen_s"])
+        out.update({"median_gen_s": g, "gen_tokens_per_s": tokens / g})
+    if raw.get("mismatch"):
+        out["logp_mismatch_mean"] = statistics.median(raw["mismatch"])
+    if raw.get("trl_version"):
+        out["trl_version"] = raw["trl_version"]
+    return out
+
+
+def bench_throughput(overrides: list[str]) -> int:
+    from reasonrl.config import ConfigError, _parse_value
+
+    data: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.startswith("bench."):
+            raise ConfigError(f"override {item!r}: `reasonrl bench throughput` takes bench.<field>=value "
+                              f"(fields: {', '.join(ThroughputSettings.model_fields)})")
+        data[key[len("bench."):]] = _parse_value(raw)
+    try:
+        st = ThroughputSettings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid bench settings: {e}") from None
+    bad = [a for a in st.arms if a not in ARMS]
+    if bad or not st.arms:
+        raise ConfigError(f"bench.arms: unknown arm(s) {bad} or none given; choose from {list(ARMS)}")
+    s = st.model_dump()
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    before = _loadavg()
+    print(f"[throughput] {', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps (load {before})",
+          flush=True)
+    t0 = time.perf_counter()
+    # a fresh process: the thread policy is applied before torch does any work
+    proc = subprocess.run([sys.executable, "-m", "reasonrl.bench_throughput", json.dumps(s)], env=env,
+                          capture_output=True, text=True, timeout=st.timeout_s)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"[throughput] failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-4000:]}", flush=True)
+        return 1
+    got = json.loads(line[len("RESULT "):])
+    results = [_summarise(a, got["arms"][a], s) for a in dict.fromkeys(st.arms)]
+    run = {"load_before": before, "load_after": _loadavg(), "wall_s": time.perf_counter() - t0,
+           "peak_rss_mb_all_arms": got["peak_rss_mb"]}
+    for r in results:
+        if "median_step_s" in r:
+            print(f"[throughput] {r['arm']}: {r['median_step_s']:.3f} s/step, {r['step_tokens_per_s']:.0f} tok/s", flush=True)
+    _write(st, s, results, run)
+    return 0
+
+
+def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Ratios of medians (wall and process CPU time), and the median of per-round paired wall ratios
+    (round i of one arm against round i of another: both ran within seconds of each other)."""
+    by = {r["arm"]: r for r in results if "median_step_s" in r}
+    out = {}
+
+    def add(num: str, den: str) -> None:
+        a, b = by[num], by[den]
+        out[f"{num}/{den} wall (ratio of medians)"] = a["median_step_s"] / b["median_step_s"]
+        if a.get("median_cpu_s") and b.get("median_cpu_s"):
+            out[f"{num}/{den} CPU time (ratio of medians)"] = a["median_cpu_s"] / b["median_cpu_s"]
+        pairs = [x / y for x, y in zip(a["step_s"], b["step_s"])]
+        if pairs:
+            out[f"{num}/{den} wall (median of paired rounds)"] = statistics.median(pairs)
+
+    for arm in by:
+        if arm != "trl" and "trl" in by:
+            add("trl", arm)
+    if "hf" in by and "native" in by:
+        add("hf", "native")
+        if "median_gen_s" in by["hf"] and "median_gen_s" in by["native"]:
+            out["hf/native generation wall (ratio of medians)"] = by["hf"]["median_gen_s"] / by["native"]["median_gen_s"]
+    return out
+
+
+def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, Any]], run: dict[str, Any]) -> None:
+    import torch
+    import transformers
+
+    out = Path(st.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jp = out / "results.json"
+    allres = json.loads(jp.read_text()) if jp.exists() else {}
+    cmd = "reasonrl bench throughput " + " ".join(shlex.quote(f"bench.{k}={json.dumps(v) if isinstance(v, list) else v}")
+                                                  for k, v in s.items() if v != ThroughputSettings.model_fields[k].get_default(call_default_factory=True))
+    allres[st.label] = {
+        "command": cmd.strip(), "settings": s, "results": results, "ratios": _ratios(results), **run,
+        "thread_policy": f"torch.set_num_threads({st.threads}), interop threads 1, OMP_WAIT_POLICY=PASSIVE; all arms in "
+                         "one process, one step each in turn",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "transformers": transformers.__version__},
+        "note": "shared machine: other engineers' jobs were running; compare arms within this run, not across runs",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    jp.write_text(json.dumps(allres, indent=2) + "\n")
+    lines = ["# Throughput: our GRPO step vs TRL GRPOTrainer (CPU)", "",
+             "Generated by `reasonrl bench throughput` (src/reasonrl/bench_throughput.py). Every arm: same model "
+             "directory, prompts, group size, forced completion length, reward, fp32, no reference model, one "
+             "optimizer step per batch, same threads. All arms run in one process, one step each in turn (our arms "
+             "inside TRL's step-end callback), so load changes on this shared machine (other engineers' jobs; load "
+             "averages below) hit every arm alike: the ratio within one run is the figure to read.", ""]
+    for label, rr in allres.items():
+        st_ = rr["settings"]
+        lines += [f"## {label}: {st_['model']}, {st_['prompts']} prompt(s) x {st_['n']} completions x "
+                  f"{st_['max_new_tokens']} tokens, {st_['warmup']} warm-up + {st_['steps']} measured steps", "",
+                  f"Command: `{rr['command']}`  ", f"Date: {rr['date']}  ", f"Threads: {rr['thread_policy']}  ",
+                  f"Load average (1, 5, 15 min) before -> after: {rr.get('load_before')} -> {rr.get('load_after')}  ",
+                  f"Peak RSS of the one process holding all arms: {rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB  ",
+                  f"Versions: torch {rr['machine']['torch']}, transformers {rr['machine']['transformers']}"
+                  + next((f", trl {r['trl_version']}" for r in rr["results"] if r.get("trl_version")), ""), "",
+                  "| arm | median step s (wall) | median step s (process CPU) | generated tok/s (whole step, wall) | "
+                  "median generation s | generation tok/s | sampler-learner mean abs logp gap | step times s (wall) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rr["results"]:
+            if "median_step_s" not in r:
+                lines.append(f"| {r['arm']} | {r.get('skipped') or r.get('failed')} | | | | | | |")
+                continue
+            g = f"{r['median_gen_s']:.3f}" if "median_gen_s" in r else "n/a"
+            gt = f"{r['gen_tokens_per_s']:.0f}" if "gen_tokens_per_s" in r else "n/a"
+            mm = f"{r['logp_mismatch_mean']:.1e}" if "logp_mismatch_mean" in r else "n/a"
+            cpu = f"{r['median_cpu_s']:.3f}" if r.get("median_cpu_s") else "n/a"
+            lines.append(f"| {r['arm']} | {r['median_step_s']:.3f} | {cpu} | {r['step_tokens_per_s']:.0f} | {g} | {gt} | {mm} | "
+                         + ", ".join(f"{x:.2f}" for x in r["step_s"]) + " |")
+        lines += ["", "Ratios (> 1: the second arm is faster):", ""]
+        lines += [f"- {k}: {v:.2f}x" for k, v in rr["ratios"].items()] + [""]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
