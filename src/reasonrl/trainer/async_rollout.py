@@ -65,12 +65,21 @@ class AsyncRollout:
     def needed_version(self, j: int) -> int:
         return max(0, j - self.s)
 
+    def _pick(self, need: int) -> int | None:
+        """The snapshot to use for version ``need``: itself, or -- when it is gone because a run was
+        resumed with more steps than it was started with -- the oldest newer one (less stale)."""
+        if need in self._snapshots:
+            return need
+        if self._snapshots and min(self._snapshots) > need:
+            return min(self._snapshots)
+        return None
+
     def quiesce(self) -> None:
         """Wait until the producer has made every batch the published versions allow (for checkpoints)."""
         self.start()
         with self._cond:
             while self._error is None and (self._busy or (
-                    self._next_j < self.steps and self.needed_version(self._next_j) in self._snapshots)):
+                    self._next_j < self.steps and self._pick(self.needed_version(self._next_j)) is not None)):
                 self._cond.wait(timeout=1.0)
             if self._error is not None:
                 raise RuntimeError(f"rollout producer failed: {self._error!r}") from self._error
@@ -100,10 +109,11 @@ class AsyncRollout:
                 with self._cond:
                     j = self._next_j
                     need = self.needed_version(j)
-                    while not self._stop and j < self.steps and need not in self._snapshots:
+                    while not self._stop and j < self.steps and self._pick(need) is None:
                         self._cond.wait()
                     if self._stop or j >= self.steps:
                         return
+                    need = self._pick(need)
                     weights = self._snapshots[need]
                     for v in [v for v in self._snapshots if v < need]:
                         del self._snapshots[v]
