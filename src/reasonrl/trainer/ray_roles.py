@@ -46,6 +46,14 @@ def start_ray(dcfg, actors: int) -> None:
         ray.init(num_cpus=dcfg.num_cpus or actors, include_dashboard=False, **kw)
 
 
+def _get(refs: list) -> list:
+    """``ray.get`` that returns to Python every second, so the watchdog's signal can interrupt a hang."""
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+    return ray.get(list(refs))
+
+
 def _stacks(title: str) -> str:
     from reasonrl.trainer.watchdog import local_stacks
 
@@ -196,7 +204,7 @@ class RayEngine(Engine):
             p = dataclasses.replace(params, seed=None if params.seed is None else params.seed + i)
             futs.append(self.workers[i].generate.remote(prompts[a:b], p, task_index[a:b]))
             starts.append(a)
-        parts = ray.get(futs)
+        parts = _get(futs)
         for part, a in zip(parts, starts):
             part.group_ids = part.group_ids + a  # worker-local prompt numbers -> the step's
         pad = getattr(self._tok, "pad_token_id", None) or 0
@@ -208,7 +216,7 @@ class RayEngine(Engine):
             weights = weights.state_dict()
         self.last_load_bytes = sum(v.numel() * v.element_size() for v in weights.values())
         ref = ray.put(weights)
-        ray.get([w.load_weights.remote(ref) for w in self.workers])
+        _get([w.load_weights.remote(ref) for w in self.workers])
         self.weight_version += 1
         self.last_load_s = time.perf_counter() - t0
 
@@ -238,20 +246,20 @@ class RayRoles:
         self.learners = [LearnerRank.options(**opts(b, r)).remote(cfg_dict, i, d.learner_ranks)
                          for i, (b, r) in enumerate(lres)]
         addr, port = ray.get(self.learners[0].rendezvous.remote())
-        ray.get([a.setup.remote(addr, port, max(d.watchdog_s * 2, 300.0)) for a in self.learners])
+        _get([a.setup.remote(addr, port, max(d.watchdog_s * 2, 300.0)) for a in self.learners])
         self.engine = RayEngine(self.workers, tokenizer)
         log(f"ray: {d.rollout_workers} rollout workers, {d.learner_ranks} learner ranks ({d.strategy}, {d.backend}, "
             f"{d.placement}) ready in {time.perf_counter() - t0:.1f}s")
 
     def update(self, batch: Rollouts, tasks: list, step: int) -> dict[str, float]:
         ref_b, ref_t = ray.put(batch), ray.put(tasks)
-        return ray.get([a.update.remote(ref_b, ref_t, step) for a in self.learners])[0]
+        return _get([a.update.remote(ref_b, ref_t, step) for a in self.learners])[0]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return ray.get([a.full_state_dict.remote() for a in self.learners])[0]
+        return _get([a.full_state_dict.remote() for a in self.learners])[0]
 
     def full_grads(self) -> dict[str, torch.Tensor]:
-        return ray.get([a.full_grads.remote() for a in self.learners])[0]
+        return _get([a.full_grads.remote() for a in self.learners])[0]
 
     def dump_stacks(self, timeout_s: float = 20.0) -> dict[str, str]:
         named = [(f"learner {i}", a) for i, a in enumerate(self.learners)] + \

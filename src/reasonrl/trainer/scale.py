@@ -183,7 +183,8 @@ class Scale:
         if self.watchdog is not None:
             self.watchdog.close()
         if self.roles is not None:
-            self.roles.close()
+            # after a watchdog firing a rank may be stuck in a collective: kill, do not tear down gracefully
+            self.roles.close(graceful=self.watchdog is None or self.watchdog.message is None)
             self._shutdown_ray()
 
     def _shutdown_ray(self) -> None:

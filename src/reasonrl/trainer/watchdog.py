@@ -79,6 +79,13 @@ class Watchdog:
             self._cond.notify_all()
         try:
             yield
+        except WatchdogTimeout:
+            raise
+        except BaseException as e:
+            # C extensions that poll for signals (ray.wait) wrap the handler's exception in their own
+            if self.message is not None:
+                raise WatchdogTimeout(self.message) from e
+            raise
         finally:
             with self._cond:
                 self._armed_at = None
