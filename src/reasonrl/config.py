@@ -175,7 +175,7 @@ class Config(_Section):
             raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
         if "name" not in self.algorithm:
             raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
-        from reasonrl.trainer.scale import validate_scale_config
+        from reasonrl.trainer.scale_checks import validate_scale_config
 
         validate_scale_config(self)
         return self

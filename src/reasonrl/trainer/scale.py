@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import threading
 import time
 from typing import Any
@@ -25,26 +24,6 @@ from typing import Any
 import torch
 
 from reasonrl.trainer.distributed import LocalLearner
-
-
-def validate_scale_config(cfg) -> None:
-    """Cross-field checks of ``distributed``/``async_rollout`` (raised as ValueError at config load)."""
-    d = cfg.distributed
-    if d.mode == "local" and (d.learner_ranks > 1 or d.rollout_workers > 1):
-        raise ValueError(f"distributed.learner_ranks={d.learner_ranks} / distributed.rollout_workers="
-                         f"{d.rollout_workers} need distributed.mode=ray; set it, or keep both at 1")
-    if d.backend == "nccl" and d.address is None and not torch.cuda.is_available():
-        raise ValueError("distributed.backend=nccl needs CUDA GPUs, but torch.cuda.is_available() is False; "
-                         "use distributed.backend=gloo on CPU")
-    if d.mode == "ray":
-        if importlib.util.find_spec("ray") is None:
-            raise ValueError("distributed.mode=ray needs Ray: pip install 'reasonrl[distributed]' "
-                             "(or set distributed.mode=local)")
-        t = cfg.trainer
-        if t.save_every or t.resume:
-            raise ValueError("trainer.save_every / trainer.resume are not supported with distributed.mode=ray yet "
-                             "(the optimizer state lives on the learner ranks); set trainer.save_every=0 and "
-                             "trainer.resume=false, or use distributed.mode=local")
 
 
 class _LockedScorer:
