@@ -4,7 +4,7 @@ Both arms run the same number of steps on the same model and data; the arms alte
 sync, async, ...) so drifting machine load hits both. Reported per arm: mean step wall time (the
 trainer's ``time/step_s``, evaluation excluded), the generation and training time inside a step, and
 for async the time the learner waited for its batch (0 = generation fully hidden behind training).
-Overrides go to both arms; ``--repeats=N`` and ``--out=DIR`` are read by the bench itself.
+Overrides go to both arms; ``bench.repeats=N`` and ``bench.out=DIR`` are read by the bench itself.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def bench_async(overrides: list[str], log=print) -> int:
     repeats, out = 2, Path("benchmarks/async")
     rest = []
     for o in overrides:
-        if o.startswith("--repeats="):
+        if o.startswith("bench.repeats="):
             repeats = int(o.split("=", 1)[1])
-        elif o.startswith("--out="):
+        elif o.startswith("bench.out="):
             out = Path(o.split("=", 1)[1])
         else:
             rest.append(o)
