@@ -65,6 +65,7 @@ def _compare(tmp_path, tiny_model_dir, strategy: str, placement: str, monkeypatc
         dist.scale.close()
 
 
+@pytest.mark.slow  # ~80-110 CPU-seconds (Ray + 4 actor processes); test_gloo_ranks.py covers DDP in the default suite
 def test_ddp_matches_single_process(tmp_path, tiny_model_dir, monkeypatch):
     _compare(tmp_path, tiny_model_dir, "ddp", "colocated", monkeypatch)
 
