@@ -148,6 +148,41 @@ class DemoConfig(_Section):
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
 
 
+class DistributedConfig(_Section):
+    """Scale-out roles (docs/distributed.md). The defaults are one process and never import Ray."""
+
+    mode: Literal["local", "ray"] = Field("local", description=(
+        "'local': one process, no Ray (default); 'ray': rollout workers and learner ranks as Ray actors "
+        "(needs the `distributed` extra: pip install 'reasonrl[distributed]')."))
+    learner_ranks: int = Field(1, ge=1, description="torch.distributed world size of the learner (Ray actors, mode=ray).")
+    rollout_workers: int = Field(1, ge=1, description="Rollout engine actors; a step's prompts are split across them (mode=ray).")
+    backend: Literal["gloo", "nccl"] = Field("gloo", description="torch.distributed backend: gloo (CPU) or nccl (CUDA GPUs).")
+    strategy: Literal["ddp", "fsdp2"] = Field("ddp", description=(
+        "Learner data parallelism: 'ddp' (DistributedDataParallel, full replicas) or 'fsdp2' "
+        "(torch.distributed.fsdp.fully_shard: parameters, gradients and optimizer state sharded)."))
+    placement: Literal["colocated", "disaggregated"] = Field("colocated", description=(
+        "'colocated': rollout workers and learner ranks share one placement-group bundle per rank (same "
+        "devices, they take turns); 'disaggregated': separate bundles, so rollout and learning use disjoint resources."))
+    num_cpus: int = Field(0, ge=0, description="CPUs given to the local Ray instance (0 = one per actor); ignored when joining a cluster.")
+    address: str | None = Field(None, description="Ray cluster address to join (None = start a local instance).")
+    watchdog_s: float = Field(0.0, ge=0, description=(
+        "Hang watchdog: a training step that runs longer than this many seconds dumps every worker's stacks "
+        "and fails the run (0 = off). Works in local and ray mode."))
+
+
+class AsyncRolloutConfig(_Section):
+    """One-step-off-policy rollout (docs/distributed.md#async)."""
+
+    enabled: bool = Field(False, description=(
+        "Generate step k+max_staleness's rollouts in a background thread with a snapshot of the weights of step k "
+        "while the learner trains (off-policy; corrected by truncated importance sampling)."))
+    max_staleness: int = Field(1, ge=0, description=(
+        "Policy versions a batch may lag the learner (1 = one-step-off-policy; 0 = synchronous, for checking)."))
+    is_cap: float = Field(2.0, gt=0, description=(
+        "C of the truncated importance weight min(pi_old/pi_rollout, C) that multiplies each token's loss "
+        "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; their default 2)."))
+
+
 class Config(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -162,6 +197,8 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    async_rollout: AsyncRolloutConfig = Field(default_factory=AsyncRolloutConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":
@@ -175,6 +212,9 @@ class Config(_Section):
             raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
         if "name" not in self.algorithm:
             raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
+        from reasonrl.trainer.scale_checks import validate_scale_config
+
+        validate_scale_config(self)
         return self
 
     @property

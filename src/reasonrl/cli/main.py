@@ -95,6 +95,7 @@ BENCHES = {
     "algorithms": "reasonrl.bench:bench_algorithms",
     "rewards": "reasonrl.rewards.bench_rewards:bench_rewards",
     "throughput": "reasonrl.bench_throughput:bench_throughput",
+    "async": "reasonrl.trainer.bench_async:bench_async",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from reasonrl.algorithms.offpolicy import reweight_token_grads
 from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext, make_recipe
 from reasonrl.batch import Rollouts, concat
 from reasonrl.config import Config, dump_config
@@ -114,6 +115,10 @@ class Trainer:
         mini = cfg.trainer.mini_batch_prompts or cfg.trainer.prompts_per_step
         self.updates_per_step = cfg.trainer.epochs * (cfg.trainer.prompts_per_step // mini)
         self.total_opt_steps = max(1, cfg.trainer.steps * self.updates_per_step)
+        # scale-out hook (trainer/scale.py): async rollout, Ray roles, watchdog; all off by default
+        from reasonrl.trainer.scale import Scale
+
+        self.scale = Scale(self)
 
     # ------------------------------------------------------------------ data
     def next_tasks(self, n: int):
@@ -123,10 +128,12 @@ class Trainer:
         return tasks
 
     # ------------------------------------------------------------------ rollout + rewards
-    def collect(self) -> tuple[Rollouts, list, dict[str, float]]:
+    def collect(self, engine=None, rng: torch.Generator | None = None) -> tuple[Rollouts, list, dict[str, float]]:
+        """``engine``/``rng``: the async producer's or Ray's engine and seed stream (default: ours, global)."""
         from reasonrl.tasks.templates import render_prompt
 
         c = self.cfg
+        engine = engine or self.engine
         timings = {"time/gen_s": 0.0, "time/reward_s": 0.0}
         kept: list[Rollouts] = []
         tasks_all: list = []
@@ -145,9 +152,9 @@ class Trainer:
             rounds += 1
             tasks = self.next_tasks(c.trainer.prompts_per_step)
             prompts = [render_prompt(t, c.model.template, self.tok) for t in tasks]
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            seed = int(torch.randint(0, 2**62, (1,), generator=rng).item())
             t0 = time.perf_counter()
-            ro = self.engine.generate(prompts, SamplingParams(
+            ro = engine.generate(prompts, SamplingParams(
                 n=c.rollout.n, temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
                 max_new_tokens=c.rollout.max_new_tokens, stop=list(c.rollout.stop), seed=seed),
                 task_index=list(range(len(tasks_all), len(tasks_all) + len(tasks))))
@@ -278,20 +285,26 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 lr = self._set_lr()
                 step_loss = 0.0
-                for ms in range(0, len(act), c.trainer.micro_batch):
-                    mb = batch.select(act[ms: ms + c.trainer.micro_batch]).trim()
-                    fwd = sequence_logprobs(
-                        self.model, mb, temperature=c.rollout.temperature, with_entropy=self.recipe.needs_entropy(),
-                        return_hidden=self.recipe.needs_hidden())
-                    logp, ent = fwd[0], fwd[1]
-                    if _epoch == 0 and start == chunks[0][0]:
-                        mismatch.add(mb.rollout_logp, logp, mb.loss_mask)
-                    hidden = fwd[2] if len(fwd) == 3 else None
-                    out = ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
-                    loss, metrics = self.recipe.loss(mb, out, norm)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(f"non-finite loss {float(loss)} at step {self.step}; lower optim.lr or check rewards")
-                    loss.backward()
+                # data-parallel hooks (trainer/distributed.py): this rank's share; scale 0 = a padding pass
+                for mb_rows, scale, last in self.dist.micro_batches(act, c.trainer.micro_batch):
+                    mb = batch.select(mb_rows).trim()
+                    with self.dist.grad_sync(last):
+                        fwd = sequence_logprobs(
+                            self.dist.module, mb, temperature=c.rollout.temperature,
+                            with_entropy=self.recipe.needs_entropy(), return_hidden=self.recipe.needs_hidden())
+                        logp, ent = fwd[0], fwd[1]
+                        if _epoch == 0 and start == chunks[0][0] and scale:
+                            mismatch.add(mb.rollout_logp, logp, mb.loss_mask)
+                        if "is_logw" in mb.extras:  # async: truncated IS weight per token (algorithms/offpolicy.py)
+                            logp = reweight_token_grads(logp, mb.extras["is_logw"].exp().to(logp.device))
+                        hidden = fwd[2] if len(fwd) == 3 else None
+                        out = ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
+                        loss, metrics = self.recipe.loss(mb, out, norm)
+                        if not torch.isfinite(loss):
+                            raise TrainingError(f"non-finite loss {float(loss)} at step {self.step}; lower optim.lr or check rewards")
+                        (loss * scale if scale != 1.0 else loss).backward()
+                    if not scale:
+                        continue
                     step_loss += loss.item()
                     lm = mb.loss_mask.float()
                     trained_tokens += int(lm.sum())
@@ -301,12 +314,11 @@ class Trainer:
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                         counts[k] = counts.get(k, 0) + 1
+                step_loss = self.dist.all_sum(step_loss)
+                self.dist.reduce_module_grads(self.modules)
                 params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
                 if params:
-                    if c.optim.grad_clip:
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, c.optim.grad_clip))
-                    else:
-                        grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params])))
+                    grad_norm = self.dist.clip_grad_norm(params, c.optim.grad_clip)
                     self.opt.step()
                 self.opt_steps += 1
                 losses.append(step_loss)
@@ -323,7 +335,8 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         from reasonrl.trainer.rng import capture_rng
 
-        return {"step": self.step, "opt_steps": self.opt_steps, "cursor": self.cursor, "rl_seconds": self.rl_seconds,
+        scale = self.scale.state_dict()  # first: it quiesces the async producer, which owns the cursor
+        return {"scale": scale, "step": self.step, "opt_steps": self.opt_steps, "cursor": self.cursor, "rl_seconds": self.rl_seconds,
                 "optimizer": self.opt.state_dict(), "modules": self.modules.state_dict(),
                 "recipe": self.recipe.state_dict(), "rng": capture_rng(), "ref": None if self.ref is None else self.ref.state_dict()}
 
@@ -339,6 +352,7 @@ class Trainer:
             self.ref.load_state_dict(st["ref"])
         if not os.environ.get("REASONRL_TEST_FORGET_RNG"):
             restore_rng(st["rng"])
+        self.scale.load_state_dict(st.get("scale"))
 
     def save_checkpoint(self) -> Path:
         from reasonrl.trainer.checkpoint import hf_writer, save_checkpoint
@@ -382,6 +396,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            self.scale.close()  # stops the rollout thread, the watchdog and Ray (if any were started)
+
+    def _run(self) -> dict[str, Any]:
         from reasonrl.trainer.logging import RunLogger
 
         c = self.cfg
@@ -409,8 +429,9 @@ class Trainer:
                     self.log(f"stopping at step {self.step}: trainer.max_time_s={c.trainer.max_time_s} reached")
                     break
                 t0 = time.perf_counter()
-                batch, tasks, m = self.collect()
-                m.update(self.update(batch, tasks))
+                with self.scale.guard(self.step):  # default: exactly self.collect() and self.update()
+                    batch, tasks, m = self.scale.collect()
+                    m.update(self.scale.update(batch, tasks))
                 self.step += 1
                 m["step"] = self.step
                 m["time/step_s"] = time.perf_counter() - t0

@@ -1,0 +1,145 @@
+"""One-step-off-policy rollout: the next batches are generated while the learner trains.
+
+A producer thread generates batch ``j`` (the batch the learner trains on at step ``j``) with the
+weights of policy version ``max(0, j - s)``, where version ``v`` means "after ``v`` updates" and
+``s = async_rollout.max_staleness``. So with ``s = 1`` batch ``k+1`` is sampled with the weights of
+step ``k`` while the learner trains on batch ``k`` (the one-step-off-policy schedule of veRL's
+``one_step_off_policy`` recipe and of AReaL), the learner never trains on data more than ``s``
+versions old, and the schedule is deterministic: each batch's version is fixed by its index, not by
+thread timing, so a run is reproducible and resumable. ``s = 0`` is the synchronous schedule.
+
+Weight sync is explicit: after each update the learner publishes a snapshot of its weights (a
+CPU copy, timed, bytes counted); the producer loads the snapshot its next batch needs into its own
+engine (a separate copy of the policy, or the Ray rollout workers). The producer has its own
+random generator (sampling seeds) and owns the data cursor; its pending batches and generator are
+part of the checkpoint, so resuming reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+
+
+class AsyncRollout:
+    def __init__(self, trainer, engine, max_staleness: int, steps: int, seed: int):
+        self.t, self.engine, self.s, self.steps = trainer, engine, max_staleness, steps
+        self.rng = torch.Generator().manual_seed(seed)
+        self._cond = threading.Condition()
+        self._snapshots: dict[int, Any] = {}
+        self._ready: dict[int, tuple] = {}
+        self._next_j = trainer.step
+        self._busy = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._engine_version: int | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- learner side
+    def publish(self, version: int, weights: Any) -> None:
+        """Make ``weights`` (policy version ``version``) available to the producer."""
+        with self._cond:
+            self._snapshots[version] = weights
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="reasonrl-rollout", daemon=True)
+            self._thread.start()
+
+    def get(self, j: int) -> tuple[Any, list, dict[str, float], int]:
+        """Batch ``j`` as ``(batch, tasks, metrics, policy_version)``; blocks until it is ready."""
+        self.start()
+        with self._cond:
+            while j not in self._ready:
+                if self._error is not None:
+                    raise RuntimeError(f"rollout producer failed: {self._error!r}") from self._error
+                if self._next_j > j:
+                    raise RuntimeError(f"batch {j} was already consumed")
+                self._cond.wait(timeout=1.0)
+            return self._ready.pop(j)
+
+    def needed_version(self, j: int) -> int:
+        return max(0, j - self.s)
+
+    def _pick(self, need: int) -> int | None:
+        """The snapshot to use for version ``need``: itself, or -- when it is gone because a run was
+        resumed with more steps than it was started with -- the oldest newer one (less stale)."""
+        if need in self._snapshots:
+            return need
+        if self._snapshots and min(self._snapshots) > need:
+            return min(self._snapshots)
+        return None
+
+    def quiesce(self) -> None:
+        """Wait until the producer has made every batch the published versions allow (for checkpoints)."""
+        self.start()
+        with self._cond:
+            while self._error is None and (self._busy or (
+                    self._next_j < self.steps and self._pick(self.needed_version(self._next_j)) is not None)):
+                self._cond.wait(timeout=1.0)
+            if self._error is not None:
+                raise RuntimeError(f"rollout producer failed: {self._error!r}") from self._error
+
+    def state_dict(self) -> dict[str, Any]:
+        self.quiesce()
+        with self._cond:
+            return {"ready": dict(self._ready), "next_j": self._next_j, "rng": self.rng.get_state()}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        if self._thread is not None:
+            raise RuntimeError("load the async rollout state before the producer starts")
+        self._ready, self._next_j = dict(st["ready"]), int(st["next_j"])
+        self.rng.set_state(st["rng"])
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    # ---------------------------------------------------------------- producer thread
+    def _produce(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    j = self._next_j
+                    need = self.needed_version(j)
+                    while not self._stop and j < self.steps and self._pick(need) is None:
+                        self._cond.wait()
+                    if self._stop or j >= self.steps:
+                        return
+                    need = self._pick(need)
+                    weights = self._snapshots[need]
+                    for v in [v for v in self._snapshots if v < need]:
+                        del self._snapshots[v]
+                    self._busy = True
+                load_s = 0.0
+                if self._engine_version != need:
+                    t0 = time.perf_counter()
+                    self.engine.load_weights(weights)
+                    load_s = time.perf_counter() - t0
+                    self._engine_version = need
+                batch, tasks, m = self.t.collect(engine=self.engine, rng=self.rng)
+                m["sync/engine_load_s"] = load_s
+                with self._cond:
+                    self._ready[j] = (batch, tasks, m, need)
+                    self._next_j = j + 1
+                    self._busy = False
+                    self._cond.notify_all()
+        except BaseException as e:  # surfaced to the learner by get()/quiesce()
+            with self._cond:
+                self._error = e
+                self._busy = False
+                self._cond.notify_all()
+
+
+def snapshot(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], float, int]:
+    """A detached CPU copy of the weights, its wall time and its size in bytes."""
+    t0 = time.perf_counter()
+    sd = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return sd, time.perf_counter() - t0, sum(v.numel() * v.element_size() for v in sd.values())

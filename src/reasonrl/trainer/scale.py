@@ -1,0 +1,173 @@
+"""How a step runs: in this process (default), off-policy in a background thread, or on Ray actors.
+
+The trainer's loop calls ``scale.collect()`` and ``scale.update()`` inside ``scale.guard(step)``;
+with the default configuration these are exactly ``Trainer.collect()`` and ``Trainer.update()``, no
+thread is started and Ray is never imported (``tests/distributed`` checks ``sys.modules``). The
+pieces, each switched on by config (docs/distributed.md):
+
+- ``distributed.mode=ray``: rollout workers and learner ranks as Ray actors (``ray_roles.py``);
+  after each update the learner's full weights are gathered and pushed to the engines (timed, bytes
+  logged) and to this process's copy of the policy (used for evaluation and the final save).
+- ``async_rollout.enabled``: one-step-off-policy rollout (``async_rollout.py``) with a truncated
+  importance-sampling correction (``algorithms/offpolicy.py``).
+- ``distributed.watchdog_s``: the hang watchdog (``watchdog.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+from typing import Any
+
+import torch
+
+from reasonrl.trainer.distributed import LocalLearner
+
+
+class _LockedScorer:
+    """The scorer shared by the rollout thread and evaluation: one caller at a time."""
+
+    def __init__(self, scorer):
+        self._scorer, self._lock = scorer, threading.Lock()
+
+    def score(self, *a, **kw):
+        with self._lock:
+            return self._scorer.score(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
+
+
+class Scale:
+    def __init__(self, trainer):
+        from reasonrl.trainer import watchdog as wd
+
+        self.t = trainer
+        c = trainer.cfg
+        self.roles = None
+        self.async_ = None
+        self.watchdog = None
+        self.versions: list[tuple[int, int]] = []  # (step, policy version of its batch), for staleness checks
+        trainer.dist = LocalLearner(trainer.model)
+        if c.distributed.mode == "ray":
+            from reasonrl.trainer.ray_roles import RayRoles
+
+            self.roles = RayRoles(c, trainer.tok, log=trainer.log)
+        if c.async_rollout.enabled:
+            if self.roles is not None:
+                engine = self.roles.engine
+            else:
+                from reasonrl.rollout.hf_engine import HFEngine
+
+                engine = HFEngine(copy.deepcopy(trainer.model).eval().requires_grad_(False), copy.deepcopy(trainer.tok),
+                                  micro_batch=c.rollout.micro_batch)
+            from reasonrl.trainer.async_rollout import AsyncRollout
+
+            self.async_ = AsyncRollout(trainer, engine, c.async_rollout.max_staleness, c.trainer.steps,
+                                       seed=c.run.seed + 104729)
+            trainer.scorer = _LockedScorer(trainer.scorer)
+        if c.distributed.watchdog_s:
+            self.watchdog = wd.Watchdog(c.distributed.watchdog_s, trainer.run_dir / "hang_stacks.txt",
+                                        sources=self.roles.dump_stacks if self.roles else None,
+                                        cleanup=self._shutdown_ray, log=trainer.log)
+
+    # ---------------------------------------------------------------- the step
+    def guard(self, step: int):
+        return self.watchdog.step(step) if self.watchdog else contextlib.nullcontext()
+
+    def collect(self) -> tuple[Any, list, dict[str, float]]:
+        t = self.t
+        if self.async_ is not None:
+            if self.async_._thread is None:
+                from reasonrl.trainer.async_rollout import snapshot
+
+                self.async_.publish(t.step, snapshot(t.model)[0])
+            t0 = time.perf_counter()
+            batch, tasks, m, version = self.async_.get(t.step)
+            self.versions.append((t.step, version))
+            m.update({"async/wait_s": time.perf_counter() - t0, "async/policy_version": version,
+                      "async/staleness": t.step - version})
+            return batch, tasks, m
+        if self.roles is not None:
+            return t.collect(engine=self.roles.engine)
+        return t.collect()
+
+    def update(self, batch, tasks) -> dict[str, float]:
+        from reasonrl.trainer.watchdog import injected_hang
+
+        t = self.t
+        injected_hang("driver", t.step)
+        m: dict[str, float] = {}
+        if self.async_ is not None:
+            m.update(self._offpolicy_correction(batch))
+        if self.roles is None:
+            m.update(t.update(batch, tasks))
+            weights = None
+        else:
+            m.update(self.roles.update(batch, tasks, t.step))
+            t.opt_steps += t.updates_per_step
+            t0 = time.perf_counter()
+            weights = self.roles.state_dict()
+            t.model.load_state_dict(weights)
+            m["sync/gather_s"] = time.perf_counter() - t0
+            m["sync/weights_mb"] = sum(v.numel() * v.element_size() for v in weights.values()) / 2**20
+            if self.async_ is None:
+                self.roles.engine.load_weights(weights)
+                m["sync/broadcast_s"] = self.roles.engine.last_load_s
+        if self.async_ is not None:
+            from reasonrl.trainer.async_rollout import snapshot
+
+            if weights is None:
+                weights, m["sync/snapshot_s"], nbytes = snapshot(t.model)
+                m["sync/weights_mb"] = nbytes / 2**20
+            self.async_.publish(t.step + 1, weights)
+        return m
+
+    @torch.no_grad()
+    def _offpolicy_correction(self, batch) -> dict[str, float]:
+        """old_logp = the learner's log-probs before this update; per-token truncated IS log-weights."""
+        from reasonrl.algorithms.offpolicy import truncated_is_log_weights
+        from reasonrl.rollout.logprobs import sequence_logprobs
+
+        c = self.t.cfg
+        was = self.t.model.training
+        self.t.model.eval()
+        try:
+            old, _ = sequence_logprobs(self.t.model, batch, temperature=c.rollout.temperature,
+                                       micro_batch=c.trainer.micro_batch)
+        finally:
+            self.t.model.train(was)
+        old = old.cpu()
+        logw, m = truncated_is_log_weights(old, batch.rollout_logp, batch.loss_mask, c.async_rollout.is_cap)
+        batch.extras["old_logp"] = old
+        batch.extras["is_logw"] = logw
+        return m
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"async": self.async_.state_dict()} if self.async_ is not None else {}
+
+    def load_state_dict(self, st: dict[str, Any] | None) -> None:
+        if self.async_ is not None:
+            if not st or "async" not in st:
+                raise ValueError("this checkpoint was written without async_rollout; resume it with "
+                                 "async_rollout.enabled=false or start a new run")
+            self.async_.load_state_dict(st["async"])
+
+    def close(self) -> None:
+        if self.async_ is not None:
+            self.async_.close()
+        if self.watchdog is not None:
+            self.watchdog.close()
+        if self.roles is not None:
+            # after a watchdog firing a rank may be stuck in a collective: kill, do not tear down gracefully
+            self.roles.close(graceful=self.watchdog is None or self.watchdog.message is None)
+            self._shutdown_ray()
+
+    def _shutdown_ray(self) -> None:
+        if self.roles is not None:
+            import ray
+
+            ray.shutdown()
