@@ -361,3 +361,29 @@ def test_cli_bad_setting_exits_2(model_dir, tmp_path, capsys):
 
     assert main(["latentseek", "--model", str(model_dir), "--out", str(tmp_path), "max_iters=-1"]) == 2
     assert "latentseek.max_iters" in capsys.readouterr().err
+
+
+def test_bench_toy_size_writes_results_with_the_command(model_dir, tmp_path):
+    from reasonrl.testtime.run import bench_latentseek
+
+    out = tmp_path / "bench"
+    args = ["models=tiny", f"out={out}", f"tiny.model={model_dir}", "tiny.n_problems=2", "tiny.max_iters=1",
+            "tiny.max_new_tokens=8", "tiny.verifier_max_new_tokens=2", "tiny.progress=false", "tiny.threads=1"]
+    assert bench_latentseek(args) == 0
+    res = json.loads((out / "results.json").read_text())["models"]["tiny"]
+    assert res["command"] == "reasonrl bench latentseek " + " ".join(args)
+    assert {"greedy_cot", "latentseek_oracle", "latentseek_self", "latentseek_oracle_lr0.5", "majority@2",
+            "oracle_best_of_2"} == set(res["arms"])
+    assert res["config"]["rho"] == 0.2 and res["config"]["max_iters"] == 1  # preset, then the override
+    md = (out / "results.md").read_text()
+    assert "reasonrl bench latentseek models=tiny" in md and "load average" in md
+
+
+def test_bench_rejects_unknown_settings():
+    from reasonrl.config import ConfigError
+    from reasonrl.testtime.run import bench_latentseek
+
+    with pytest.raises(ConfigError, match="unknown models"):
+        bench_latentseek(["models=gpt5"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        bench_latentseek(["iters=3"])

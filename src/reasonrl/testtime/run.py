@@ -149,22 +149,26 @@ def _machine() -> dict[str, str]:
     return {"python": platform.python_version(), "platform": platform.platform(), "uptime": up}
 
 
-def evaluate_model(cfg: LatentSeekConfig, rewards: list[str], log=print) -> dict[str, Any]:
-    """Greedy, baselines and LatentSeek with each reward in ``rewards`` on one model's problems."""
+def evaluate_model(cfg: LatentSeekConfig, rewards: list[str], log=print,
+                   extra: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Greedy, baselines and LatentSeek with each reward in ``rewards`` on one model's problems.
+
+    ``extra`` adds LatentSeek arms ``name -> (reward, setting overrides)`` (e.g. a larger lr)."""
     s = Session(cfg, log)
     arms: dict[str, list[bool]] = {}
     out: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "template": s.template,
                            "max_new_tokens_used": s.max_new, "latentseek": {}, "problems": {}}
     greedy_texts = None
-    for kind in rewards:
-        res, secs, fn = s.run_latentseek(kind)
+    runs = [(k, k, {}) for k in rewards] + [(name, k, over) for name, (k, over) in (extra or {}).items()]
+    for kind, reward, over in runs:
+        res, secs, fn = s.run_latentseek(reward, **over)
         if greedy_texts is None:
             greedy_texts = [r.initial_text for r in res]
             arms["greedy_cot"] = [bool(r.initial_correct) for r in res]
         elif greedy_texts != [r.initial_text for r in res]:
             log("warning: the greedy CoT pass differed between LatentSeek arms (numerical nondeterminism)")
         arms[f"latentseek_{kind}"] = [bool(r.final_correct) for r in res]
-        st = _ls_stats(res, secs)
+        st = {**_ls_stats(res, secs), "reward": reward, "overrides": over}
         if isinstance(fn, SelfReward):
             st["verifier"] = dict(fn.stats)
             st["verifier_samples"] = fn.samples
@@ -184,6 +188,7 @@ def evaluate_model(cfg: LatentSeekConfig, rewards: list[str], log=print) -> dict
                             "oracle_mean_generations_to_first_correct": sum(firsts) / len(firsts)}
         out["problems"]["baselines"] = [{"answers": x.answers, "correct": x.correct} for x in b]
     pairs = [("greedy_cot", k) for k in arms if k != "greedy_cot"]
+    pairs += [("latentseek_oracle", f"latentseek_{k}") for k in (extra or {})]
     if cfg.baselines:
         pairs += [(f"majority@{cfg.n_baseline}", "latentseek_self"),
                   (f"oracle_best_of_{cfg.n_baseline}", "latentseek_oracle")]
@@ -215,18 +220,27 @@ def _table(res: dict[str, Any]) -> str:
     lines = ["| arm | accuracy | 95% Wilson | correct/n |", "|---|---|---|---|"]
     for k, a in res["arms"].items():
         lines.append(f"| {k} | {a['accuracy']:.3f} | [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {a['correct']}/{a['n']} |")
+    lines += ["", "| LatentSeek arm | mean iterations | searched | reached threshold | answer changed | s/problem |",
+              "|---|---|---|---|---|---|"]
     for k, st in res["latentseek"].items():
-        lines.append(f"\nlatentseek/{k}: mean iterations {st['mean_iterations']:.2f}, searched {st['searched']}, "
-                     f"reached threshold {st['reached_threshold']}, answers changed {st['answers_changed']}, "
-                     f"{st['seconds_per_problem']:.2f} s/problem")
+        lines.append(f"| {k} | {st['mean_iterations']:.2f} | {st['searched']} | {st['reached_threshold']} | "
+                     f"{st['answers_changed']} | {st['seconds_per_problem']:.2f} |")
+    if "baselines" in res:
+        lines.append(f"| (baselines: {res['baselines']['n']} samples) | | | | | {res['baselines']['seconds_per_problem']:.2f} |")
+    lines += ["", "| paired (same problems) | fixed | broke | sign-test p |", "|---|---|---|---|"]
     for k, p in res["paired"].items():
-        lines.append(f"paired {k}: fixed {p['p_fixed']}, broke {p['p_broke']}, sign-test p {p['p_sign_p']:.3g}")
+        lines.append(f"| {k} | {p['p_fixed']} | {p['p_broke']} | {p['p_sign_p']:.3g} |")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ bench
 # Per-model settings of `reasonrl bench latentseek`, sized for ~25 min on 2 shared CPU cores.
 # LatentSeek: the reference example script's rho 0.2 / lr 0.05 (the spec's own CPU check used them too).
+# Extra LatentSeek arms per preset: the tiny model's answers are confident, so lr 0.05 barely moves the
+# argmax prefix in 10 steps; a 10x larger lr shows whether moving it helps.
+BENCH_EXTRA: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "tiny": {"oracle_lr0.5": ("oracle", {"lr": 0.5})},
+}
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model": "builtin:tiny", "n_problems": 200, "max_new_tokens": 96, "rho": 0.2, "lr": 0.05,
              "max_iters": 10, "verifier_max_new_tokens": 48, "batch_problems": 64, "micro_batch": 256},
@@ -259,34 +273,35 @@ def bench_latentseek(overrides: list[str]) -> int:
     if unknown:
         raise ConfigError(f"bench latentseek: unknown models {unknown}; valid: {', '.join(BENCH_PRESETS)}")
     command = "reasonrl bench latentseek " + shlex.join(overrides)
-    report: dict[str, Any] = {"command": command, "machine_before": _machine(), "models": {}}
     out_dir = Path(out)
     for m in models:
         cfg = parse_config(per[m], base=BENCH_PRESETS[m])
+        before = _machine()["uptime"]
         t0 = time.perf_counter()
-        res = evaluate_model(cfg, ["oracle", "self"], log=lambda *a: None)
+        res = evaluate_model(cfg, ["oracle", "self"], log=lambda *a: None, extra=BENCH_EXTRA.get(m))
         res["wall_s"] = time.perf_counter() - t0
-        _write(out_dir / m, dict(res), command)
-        res.pop("problems", None)
-        report["models"][m] = res
+        res["uptime_before"] = before
+        _write(out_dir / m, res, command)
         print(f"== {m} ({res['wall_s']:.0f} s)\n{_table(res)}", flush=True)
-    report["machine_after"] = _machine()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(report, indent=1))
+    # results.json/.md cover every model whose summary is in out_dir, so models can be run separately
+    report = {name: json.loads((out_dir / name / "summary.json").read_text())
+              for name in BENCH_PRESETS if (out_dir / name / "summary.json").exists()}
+    (out_dir / "results.json").write_text(json.dumps({"models": report}, indent=1))
     (out_dir / "results.md").write_text(_bench_md(report))
     print(f"wrote {out_dir}/results.json, results.md")
     return 0
 
 
 def _bench_md(report: dict[str, Any]) -> str:
-    lines = ["# LatentSeek vs greedy CoT and sampling baselines (generated by the bench)", "",
-             f"Command: `{report['command']}`  ", "Threads: `OMP_WAIT_POLICY=PASSIVE REASONRL_THREADS=1`  ",
-             f"Machine load before: `{report['machine_before']['uptime']}`; after: `{report['machine_after']['uptime']}` "
-             "(2 CPU cores shared with other helpers' jobs).", ""]
-    for m, res in report["models"].items():
+    lines = ["# LatentSeek vs greedy CoT and sampling baselines (tables generated by the bench)", "",
+             "Threads: `OMP_WAIT_POLICY=PASSIVE REASONRL_THREADS=1`; 2 CPU cores shared with other helpers' jobs "
+             "(load averages below).", ""]
+    for m, res in report.items():
         c = res["config"]
-        lines += [f"## {m}: {c['model']}, {c['tasks']} test split (difficulty {c['difficulty']}), "
+        lines += [f"## {m}: {c['model']}, {c['tasks']} test split (difficulty {c['difficulty'] or 'default'}), "
                   f"{c['n_problems']} problems", "",
+                  f"Command: `{res['command']}`  ",
+                  f"Load before: `{res.get('uptime_before')}`; after: `{res['machine']['uptime']}`  ",
                   f"Template {res['template']}, max_new_tokens {res['max_new_tokens_used']}, rho {c['rho']}, lr {c['lr']}, "
                   f"K {c['max_iters']}, threshold {c['threshold']}, verifier tokens {c['verifier_max_new_tokens']}, "
                   f"answer fallback {c['answer_fallback']}, baselines n {res.get('baselines', {}).get('n')} at "
