@@ -371,7 +371,7 @@ def latentseek(engine: HFEngine, prompts: Sequence[str], reward_fn: RewardFn, *,
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         bar.close()
-    for r, i in zip(results, range(len(results))):
+    for i, r in enumerate(results):
         r.uid = str(uids[i]) if uids is not None else str(i)
     return results
 

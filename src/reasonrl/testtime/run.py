@@ -242,8 +242,8 @@ BENCH_EXTRA: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "tiny": {"oracle_lr0.5": ("oracle", {"lr": 0.5})},
 }
 BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"model": "builtin:tiny", "n_problems": 200, "max_new_tokens": 96, "rho": 0.2, "lr": 0.05,
-             "max_iters": 10, "verifier_max_new_tokens": 48, "batch_problems": 64, "micro_batch": 256},
+    "tiny": {"model": "builtin:tiny", "n_problems": 100, "max_new_tokens": 96, "rho": 0.2, "lr": 0.05,
+             "max_iters": 10, "verifier_max_new_tokens": 40, "batch_problems": 100, "micro_batch": 512},
     "smollm2": {"model": "builtin:smollm2", "n_problems": 40, "difficulty": 1, "max_new_tokens": 64, "rho": 0.2,
                 "lr": 0.05, "max_iters": 6, "verifier_max_new_tokens": 24, "answer_fallback": "last_number",
                 "batch_problems": 40, "micro_batch": 80, "baseline_temperature": 0.7},
