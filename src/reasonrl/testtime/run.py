@@ -41,7 +41,7 @@ def parse_config(overrides: list[str], base: dict[str, Any] | None = None, **fla
         return LatentSeekConfig.model_validate(raw)
     except ValidationError as e:
         bad = "; ".join(f"latentseek.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ConfigError(f"invalid latentseek settings: {bad} (fields: reasonrl latentseek --help)") from None
+        raise ConfigError(f"invalid latentseek settings: {bad} (every field is documented in reasonrl.testtime.latentseek.LatentSeekConfig and docs/testtime.md)") from None
 
 
 def _arm(correct: list[bool]) -> dict[str, float]:
