@@ -387,3 +387,19 @@ def test_bench_rejects_unknown_settings():
         bench_latentseek(["models=gpt5"])
     with pytest.raises(ConfigError, match="unknown setting"):
         bench_latentseek(["iters=3"])
+
+
+def test_matched_budget_from_problem_rows(tmp_path):
+    from reasonrl.testtime.run import matched_budget
+
+    rows = [{"arm": "oracle", "generations": 3, "final_correct": False},
+            {"arm": "oracle", "generations": 2, "final_correct": True},
+            {"arm": "baselines", "correct": [False, True, True, True]},
+            {"arm": "baselines", "correct": [False, False, False, True]}]
+    p = tmp_path / "problems.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    mb = matched_budget(p)
+    assert mb["k"] == 2  # floor(mean 2.5)
+    assert mb["oracle_best_of_k"]["correct"] == 1
+    assert mb["latentseek_oracle_vs_best_of_k"] == {"p_fixed": 1, "p_broke": 1, "p_sign_p": 1.0}
+    assert matched_budget(tmp_path / "missing.jsonl") is None

@@ -277,6 +277,7 @@ def bench_latentseek(overrides: list[str]) -> int:
         raise ConfigError(f"bench latentseek: unknown models {unknown}; valid: {', '.join(BENCH_PRESETS)}")
     command = "reasonrl bench latentseek " + shlex.join(overrides)
     out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for m in models:
         cfg = parse_config(per[m], base=BENCH_PRESETS[m])
         before = _machine()["uptime"]
@@ -289,10 +290,30 @@ def bench_latentseek(overrides: list[str]) -> int:
     # results.json/.md cover every model whose summary is in out_dir, so models can be run separately
     report = {name: json.loads((out_dir / name / "summary.json").read_text())
               for name in BENCH_PRESETS if (out_dir / name / "summary.json").exists()}
+    for name, res in report.items():
+        res["matched_budget"] = matched_budget(out_dir / name / "problems.jsonl")
     (out_dir / "results.json").write_text(json.dumps({"models": report}, indent=1))
     (out_dir / "results.md").write_text(_bench_md(report))
     print(f"wrote {out_dir}/results.json, results.md")
     return 0
+
+
+def matched_budget(problems_jsonl: Path) -> dict[str, Any] | None:
+    """Oracle best-of-k from the first k baseline samples, k = LatentSeek-oracle's mean generations rounded down:
+    both stop on the gold answer, and best-of-k never gets more solver generations than LatentSeek used."""
+    import math
+
+    from reasonrl.eval.metrics import paired_comparison
+
+    rows = [json.loads(x) for x in problems_jsonl.read_text().splitlines()] if problems_jsonl.exists() else []
+    base = [r for r in rows if r["arm"] == "baselines"]
+    ls = [r for r in rows if r["arm"] == "oracle"]
+    if not base or len(base) != len(ls):
+        return None
+    k = max(1, min(len(base[0]["correct"]), math.floor(sum(r["generations"] for r in ls) / len(ls))))
+    bon = [any(r["correct"][:k]) for r in base]
+    return {"k": k, "oracle_best_of_k": _arm(bon),
+            "latentseek_oracle_vs_best_of_k": paired_comparison(bon, [bool(r["final_correct"]) for r in ls], "p")}
 
 
 def _bench_md(report: dict[str, Any]) -> str:
@@ -309,6 +330,12 @@ def _bench_md(report: dict[str, Any]) -> str:
                   f"K {c['max_iters']}, threshold {c['threshold']}, verifier tokens {c['verifier_max_new_tokens']}, "
                   f"answer fallback {c['answer_fallback']}, baselines n {res.get('baselines', {}).get('n')} at "
                   f"T {c['baseline_temperature']}. Wall {res['wall_s']:.0f} s.", "", _table(res), ""]
+        mb = res.get("matched_budget")
+        if mb:
+            a, p = mb["oracle_best_of_k"], mb["latentseek_oracle_vs_best_of_k"]
+            lines += [f"Matched budget: oracle best-of-{mb['k']} (first {mb['k']} baseline samples, k = LatentSeek-oracle's "
+                      f"mean generations rounded down, so best-of-k never gets more): {a['accuracy']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]; "
+                      f"LatentSeek-oracle vs it: fixed {p['p_fixed']}, broke {p['p_broke']}, sign-test p {p['p_sign_p']:.3g}.", ""]
         for k, st in res["latentseek"].items():
             if "verifier" in st:
                 lines.append(f"Self-reward verdicts ({k}): {st['verifier']}")
