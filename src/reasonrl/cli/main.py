@@ -96,7 +96,14 @@ BENCHES = {
     "rewards": "reasonrl.rewards.bench_rewards:bench_rewards",
     "throughput": "reasonrl.bench_throughput:bench_throughput",
     "async": "reasonrl.trainer.bench_async:bench_async",
+    "latentseek": "reasonrl.testtime.run:bench_latentseek",
 }
+
+
+def cmd_latentseek(args) -> int:
+    from reasonrl.testtime.run import run_cli
+
+    return run_cli(args.model, args.tasks, args.reward, args.n, args.out, args.overrides)
 
 
 def cmd_bench(args) -> int:
@@ -147,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="rebuild report.html for a run directory")
     r.add_argument("run_dir")
     r.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("latentseek", help="LatentSeek test-time latent search vs greedy and majority vote (docs/testtime.md)")
+    ls.add_argument("--model", default=None, help="model directory, builtin:tiny (default) or builtin:smollm2")
+    ls.add_argument("--tasks", default=None, help="problems: builtin:arith (default), another source, or a file")
+    ls.add_argument("--reward", choices=["self", "oracle"], default=None, help="self-reward (default) or oracle (gold answer)")
+    ls.add_argument("--n", type=int, default=None, help="number of problems (default 50)")
+    ls.add_argument("--out", default=None, help="output directory (default runs/latentseek)")
+    ls.add_argument("overrides", nargs="*", help="latentseek.field=value, e.g. latentseek.max_iters=5")
+    ls.set_defaults(func=cmd_latentseek)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=sorted(BENCHES))
