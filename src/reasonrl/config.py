@@ -111,6 +111,18 @@ class DemoConfig(_Section):
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
 
 
+class TTRLConfig(_Section):
+    enabled: bool = Field(False, description=(
+        "Label-free training (TTRL, docs/ttrl.md): reward agreement with the majority answer of ttrl.n_votes samples "
+        "instead of the gold answer; gold answers, where present, only feed the ttrl/* metrics. Works with any recipe "
+        "that needs no demonstrations; rollout.n is the number of votes kept for the update (N_train)."))
+    n_votes: int = Field(64, ge=1, description=(
+        "Samples per prompt for the majority vote (N_vote; spec default 64); the first rollout.n of them are trained on."))
+    prompts: Literal["heldout", "train"] = Field("heldout", description=(
+        "Training prompts in TTRL mode: 'heldout' cycles over the run's held-out problems (TTRL's test-time setting: "
+        "train on the unlabeled test prompts, evaluate on the same ones); 'train' uses the data.train stream."))
+
+
 class Config(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -125,6 +137,7 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":
@@ -138,6 +151,10 @@ class Config(_Section):
             raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
         if "name" not in self.algorithm:
             raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
+        if self.ttrl.enabled:
+            from reasonrl.rewards.majority import check_ttrl_config
+
+            check_ttrl_config(self)
         return self
 
     @property
