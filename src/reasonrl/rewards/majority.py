@@ -32,8 +32,8 @@ from reasonrl.rewards.format import format_reward
 from reasonrl.rewards.math_verify_worker import Verdict
 from reasonrl.rewards.math_verify_worker import _normalize as _strip_delimiters
 
-__all__ = ["VOTABLE_VERIFIERS", "LABELLED_RECIPES", "check_ttrl_config", "normalize_vote", "majority_label", "vote_rewards", "GroupVote", "vote_group",
-           "prompt_metrics", "mean_metrics", "keep_first", "cycle_tasks", "MajorityVoteReward"]
+__all__ = ["VOTABLE_VERIFIERS", "LABELLED_RECIPES", "check_ttrl_config", "normalize_vote", "majority_label",
+           "vote_rewards", "GroupVote", "vote_group", "prompt_metrics", "mean_metrics", "keep_first", "cycle_tasks", "MajorityVoteReward"]
 
 VOTABLE_VERIFIERS = ("math", "exact")  # countdown / reasoning_gym answers have no single canonical form to vote on
 LABELLED_RECIPES = ("sft", "hpt")  # recipes that train on demonstrations: labels by another name
@@ -265,9 +265,11 @@ class MajorityVoteReward:
         return list(res.correct), ok
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means over the prompts scored since the last call, as ``ttrl/<name>``; resets the accumulator."""
+        """Means over the prompts scored since the last call, as ``ttrl/<name>``; resets the accumulator and
+        forgets the gold answers of the tasks blinded so far (call once per trainer step)."""
         out = {f"ttrl/{k}": v for k, v in mean_metrics(self._rows).items()}
         if self._comparisons:
             out["ttrl/label_grading_errors"] = self._grading_errors / self._comparisons
         self._rows, self._grading_errors, self._comparisons = [], 0, 0
+        self._gold.clear()  # the trainer blinds each step's tasks afresh; keeps memory flat on long streams
         return out
