@@ -72,7 +72,8 @@ def test_scrambled_gold_gives_identical_rewards_and_updates(tiny_model_dir, tmp_
 
 def test_policy_learns_to_agree_with_its_majority(tiny_model_dir, tmp_path):
     """Majority-vote rewards sharpen the policy toward its own consensus: majority_ratio must rise."""
-    tr = _trainer(tiny_model_dir, tmp_path, "learn", ["optim.lr=3e-2", "trainer.prompts_per_step=4"])
+    tr = _trainer(tiny_model_dir, tmp_path, "learn", ["optim.lr=3e-2", "trainer.prompts_per_step=4",
+                                                         "rollout.max_new_tokens=2"])
     log = _train(tr, 30)
     ratio = [m["ttrl/majority_ratio"] for _, _, m in log]
     first, last = sum(ratio[:5]) / 5, sum(ratio[-5:]) / 5
