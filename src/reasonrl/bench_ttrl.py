@@ -143,14 +143,27 @@ def pooled_sign(runs: list[dict[str, Any]], key: str) -> tuple[int, int, float]:
     return fixed, broke, sign_test_p(fixed, broke)
 
 
-def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, Any]], finished: bool, load: str) -> None:
+def environment(load: str) -> dict[str, Any]:
     import torch
 
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "threads": torch.get_num_threads(), "uptime_at_start": load}
+
+
+def _pass_means(tm: list[dict[str, float]], w: int) -> dict[str, dict[str, float]]:
+    """Training metrics averaged over the first and the last ``w`` steps (one pass over the prompts), nan-aware."""
+    def mean(rows, key):
+        xs = [r[key] for r in rows if key in r and r[key] == r[key]]
+        return sum(xs) / len(xs) if xs else float("nan")
+    keys = dict.fromkeys(k for r in tm for k in r)
+    return {side: {key: mean(rows, key) for key in keys} for side, rows in (("first", tm[:w]), ("last", tm[-w:]))}
+
+
+def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, Any]], finished: bool,
+                  env: dict[str, Any]) -> None:
     from reasonrl.bench import mean_t_ci
 
     k = base_cfg["eval"]["k"]
-    env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-           "threads": torch.get_num_threads(), "uptime_at_start": load}
     keys = list(runs[0]["before"]) if runs else []
     summary = {side: {key: list(mean_t_ci([r[side][key] for r in runs])) for key in keys} for side in ("before", "after")}
     claims = []
@@ -159,11 +172,10 @@ def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, 
         claims.append({"claim": label, "metric": f"{second} - {first}", "mean": m, "half_width": h})
     signs = {key: pooled_sign(runs, key) for key in ("greedy_after_vs_before", f"maj@{k}_after_vs_before",
                                                     f"greedy_after_vs_maj@{k}_before")}
-    first_last = {}
-    for r in runs:
-        tm = r["train_metrics"]
-        if tm:
-            first_last[r["seed"]] = {"first": tm[0], "last": tm[-1]}
+    w = max(1, -(-base_cfg["data"]["eval_size"] // base_cfg["trainer"]["prompts_per_step"]))
+    if base_cfg["ttrl"]["prompts"] != "heldout":
+        w = max(1, min(16, len(runs[0]["train_metrics"]) // 4)) if runs else 1
+    first_last = {r["seed"]: _pass_means(r["train_metrics"], w) for r in runs if r["train_metrics"]}
     doc = {"command": command, "finished": finished, "config": base_cfg, "env": env, "summary": summary,
            "claims": claims, "pooled_sign_tests": {k2: {"fixed": f, "broke": b, "p": p} for k2, (f, b, p) in signs.items()},
            "runs": runs}
@@ -205,16 +217,22 @@ def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, 
     for key, (f, b, p) in signs.items():
         lines.append(f"- {key}: fixed {f}, broke {b}, p = {p:.3g}")
     if first_last:
-        lines += ["", "## TTRL training metrics (first step -> last step, per seed)", "",
+        lines += ["", f"## TTRL training metrics (mean of the first {w} steps -> mean of the last {w}, per seed)", "",
                   "| seed | label_accuracy | reward_accuracy | majority_ratio | ground_truth_ratio | entropy |", "|---|---|---|---|---|---|"]
         for sd, fl in first_last.items():
             cells = [f"{fl['first'].get(x, float('nan')):.3f} -> {fl['last'].get(x, float('nan')):.3f}"
                      for x in ("ttrl/label_accuracy", "ttrl/reward_accuracy", "ttrl/majority_ratio",
                                "ttrl/ground_truth_ratio", "actor/entropy")]
             lines.append(f"| {sd} | " + " | ".join(cells) + " |")
-        lines += ["", "(one step = 8 prompts, so single-step values are noisy; full per-step series in `results.json`.)"]
+        lines += ["", f"({w} steps = one pass over the training prompts; per-step series in `results.json`.)"]
     lines += ["", f"Environment: {json.dumps(env)}. Per-seed and per-problem numbers: `results.json`.", ""]
     (out / "results.md").write_text("\n".join(lines))
+
+
+def rerender(out: Path) -> None:
+    """Rewrite ``results.md`` from ``results.json`` (same numbers; e.g. after a change to the report layout)."""
+    doc = json.loads((out / "results.json").read_text())
+    write_results(out, doc["command"], doc["config"], doc["runs"], doc["finished"], doc["env"])
 
 
 def bench_ttrl(overrides: list[str], log=print) -> int:
@@ -233,14 +251,14 @@ def bench_ttrl(overrides: list[str], log=print) -> int:
         raise ConfigError("ttrl.enabled=false: this benchmark measures label-free TTRL; remove the override")
     base_cfg = base.model_dump(mode="json")
     command = "reasonrl bench ttrl " + " ".join(shlex.quote(o) for o in overrides)
-    load = os.popen("uptime").read().strip()
+    env = environment(os.popen("uptime").read().strip())
     out = Path(s.out)
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in range(s.first_seed, s.first_seed + s.seeds):
         log(f"bench ttrl: seed {seed} ...")
         runs.append(run_seed(seed, config, train, log))
-        write_results(out, command, base_cfg, runs, finished=False, load=load)
-    write_results(out, command, base_cfg, runs, finished=True, load=load)
+        write_results(out, command, base_cfg, runs, finished=False, env=env)
+    write_results(out, command, base_cfg, runs, finished=True, env=env)
     log(f"bench finished in {time.perf_counter() - t0:.0f}s: {out / 'results.md'}")
     return 0
