@@ -181,6 +181,16 @@ class AsyncRolloutConfig(_Section):
     is_cap: float = Field(2.0, gt=0, description=(
         "C of the truncated importance weight min(pi_old/pi_rollout, C) that multiplies each token's loss "
         "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; their default 2)."))
+class TTRLConfig(_Section):
+    enabled: bool = Field(False, description=(
+        "Label-free training (TTRL, docs/ttrl.md): reward agreement with the majority answer of ttrl.n_votes samples "
+        "instead of the gold answer; gold answers, where present, only feed the ttrl/* metrics. Works with any recipe "
+        "that needs no demonstrations; rollout.n is the number of votes kept for the update (N_train)."))
+    n_votes: int = Field(64, ge=1, description=(
+        "Samples per prompt for the majority vote (N_vote; spec default 64); the first rollout.n of them are trained on."))
+    prompts: Literal["heldout", "train"] = Field("heldout", description=(
+        "Training prompts in TTRL mode: 'heldout' cycles over the run's held-out problems (TTRL's test-time setting: "
+        "train on the unlabeled test prompts, evaluate on the same ones); 'train' uses the data.train stream."))
 
 
 class Config(_Section):
@@ -199,6 +209,7 @@ class Config(_Section):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     async_rollout: AsyncRolloutConfig = Field(default_factory=AsyncRolloutConfig)
+    ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":
@@ -215,6 +226,10 @@ class Config(_Section):
         from reasonrl.trainer.scale_checks import validate_scale_config
 
         validate_scale_config(self)
+        if self.ttrl.enabled:
+            from reasonrl.rewards.majority import check_ttrl_config
+
+            check_ttrl_config(self)
         return self
 
     @property

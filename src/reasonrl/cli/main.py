@@ -97,6 +97,7 @@ BENCHES = {
     "throughput": "reasonrl.bench_throughput:bench_throughput",
     "async": "reasonrl.trainer.bench_async:bench_async",
     "latentseek": "reasonrl.testtime.run:bench_latentseek",
+    "ttrl": "reasonrl.bench_ttrl:bench_ttrl",
 }
 
 

@@ -95,6 +95,11 @@ class Trainer:
                              sandbox=SandboxConfig(isolation=r.code_sandbox, timeout_s=r.code_timeout_s,
                                                    cpu_s=r.code_timeout_s, memory_mb=r.code_memory_mb,
                                                    workers=r.code_workers))
+        self.ttrl = None  # label-free majority-vote rewards (docs/ttrl.md)
+        if cfg.ttrl.enabled:
+            from reasonrl.rewards.majority import MajorityVoteReward
+
+            self.ttrl = MajorityVoteReward.from_config(cfg, self.scorer)
         params = list(self.model.parameters()) + list(self.modules.parameters())
         o = cfg.optim
         if o.name == "sgd":
@@ -122,10 +127,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def next_tasks(self, n: int):
-        tasks = self._load_tasks(self.cfg.data.train, n, split="train", seed=self.cfg.run.seed + 1,
-                                 difficulty=self.cfg.data.difficulty, start=self.cursor)
+        if self.ttrl is not None and self.cfg.ttrl.prompts == "heldout":  # TTRL trains on its test prompts
+            from reasonrl.rewards.majority import cycle_tasks
+
+            tasks = cycle_tasks(self.test_tasks, n, self.cursor, self.cfg.run.seed)
+        else:
+            tasks = self._load_tasks(self.cfg.data.train, n, split="train", seed=self.cfg.run.seed + 1,
+                                     difficulty=self.cfg.data.difficulty, start=self.cursor)
         self.cursor += n
-        return tasks
+        return tasks if self.ttrl is None else self.ttrl.hide_labels(tasks)
 
     # ------------------------------------------------------------------ rollout + rewards
     def collect(self, engine=None, rng: torch.Generator | None = None) -> tuple[Rollouts, list, dict[str, float]]:
@@ -155,14 +165,18 @@ class Trainer:
             seed = int(torch.randint(0, 2**62, (1,), generator=rng).item())
             t0 = time.perf_counter()
             ro = engine.generate(prompts, SamplingParams(
-                n=c.rollout.n, temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
+                n=c.ttrl.n_votes if self.ttrl is not None else c.rollout.n,
+                temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
                 max_new_tokens=c.rollout.max_new_tokens, stop=list(c.rollout.stop), seed=seed),
                 task_index=list(range(len(tasks_all), len(tasks_all) + len(tasks))))
             timings["time/gen_s"] += time.perf_counter() - t0
             gen_tokens += int(ro.response_valid.sum())
             t0 = time.perf_counter()
             rep = [tasks[i - len(tasks_all)] for i in ro.task_index]
-            res = self.scorer.score(rep, ro.response_text)
+            if self.ttrl is None:
+                res = self.scorer.score(rep, ro.response_text)
+            else:  # label-free: rewards from the majority of n_votes samples, keeping rollout.n of them
+                ro, res = self.ttrl.score(rep, ro)
             timings["time/reward_s"] += time.perf_counter() - t0
             short = 0
             ro.rewards = torch.tensor(res.scores, dtype=torch.float32)
@@ -198,6 +212,7 @@ class Trainer:
             "reward/invalid_groups": stats["invalid_groups"],
             "perf/gen_tokens_per_s": gen_tokens / max(timings["time/gen_s"], 1e-9), **timings,
             **self.scorer.metrics(),
+            **(self.ttrl.pop_metrics() if self.ttrl is not None else {}),
         }
         return batch.trim(), tasks_all, m
 
