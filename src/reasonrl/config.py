@@ -111,6 +111,28 @@ class DemoConfig(_Section):
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
 
 
+class ToolsConfig(_Section):
+    names: list[Literal["search", "calculator"]] = Field(default_factory=list, description=(
+        "Tools for multi-turn rollouts (docs/ssrl.md); empty = single-turn generation. The policy calls one by "
+        "writing <search>query</search> or <calc>expr</calc>; the loop inserts <information>...</information> or "
+        "<result>...</result> (in the sequence, zero loss weight) and continues."))
+    max_turns: int = Field(3, ge=1, description="Tool calls allowed per sample (SSRL sim-to-real max_turns=3); then tools are off.")
+    search_corpus: str = Field("builtin:knowledge", description=(
+        "Documents for the local SQLite FTS5/BM25 search tool: 'builtin:knowledge' or a jsonl file of {\"text\": ...} rows."))
+    search_url: str | None = Field(None, description=(
+        "Base URL of an HTTP search engine answering POST /search {query, top_k} -> {documents}; overrides search_corpus."))
+    top_k: int = Field(3, ge=1, description="Documents the search tool returns per query.")
+
+
+class SSRLConfig(_Section):
+    reward: bool = Field(False, description=(
+        "Score with SSRL's em_weight*EM + format_weight*format (algorithms.md §5.2) instead of the task verifier."))
+    em_weight: float = Field(0.9, description="Weight of exact match (last <answer>, normalised) in the SSRL reward.")
+    format_weight: float = Field(0.1, description="Weight of the SSRL format score (think/search/information/answer).")
+    mask_information: bool = Field(False, description=(
+        "Zero the loss on <information>...</information> blocks the policy wrote itself (multi-line too)."))
+
+
 class Config(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -125,6 +147,8 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    ssrl: SSRLConfig = Field(default_factory=SSRLConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from reasonrl.tasks.base import Task
+from reasonrl.tasks.knowledge import make_knowledge as _make_knowledge
 
 SPLITS = ("train", "test")
 MIX = "mix"
@@ -205,6 +206,7 @@ FAMILIES: dict[str, FamilySpec] = {
                                      "(difficulty = how many numbers)", _make_countdown),
     "linear": FamilySpec(1, 1, 3, "solve a linear equation for integer x (difficulty 1: a*x+b=c, "
                                   "2: x on both sides, 3: with brackets)", _make_linear),
+    "knowledge": FamilySpec(3, 1, 3, "QA over a synthetic world for SSRL (difficulty 1: single hop, 2: two hops, 3: both)", _make_knowledge),
 }
 
 

@@ -73,6 +73,9 @@ class Trainer:
             fns.append((path, float(w) if w else 1.0))
         self.scorer = Scorer(correctness_weight=cfg.reward.correctness, format_weight=cfg.reward.format,
                              user_fns=fns, math_timeout_s=cfg.reward.math_timeout_s)
+        from reasonrl.ssrl import wrap_engine_and_scorer  # tools / SSRL modes (docs/ssrl.md); no-op by default
+
+        self.engine, self.scorer = wrap_engine_and_scorer(cfg, self.engine, self.scorer)
         params = list(self.model.parameters()) + list(self.modules.parameters())
         o = cfg.optim
         if o.name == "sgd":
@@ -129,11 +132,13 @@ class Trainer:
                 max_new_tokens=c.rollout.max_new_tokens, stop=list(c.rollout.stop), seed=seed),
                 task_index=list(range(len(tasks_all), len(tasks_all) + len(tasks))))
             timings["time/gen_s"] += time.perf_counter() - t0
+            timings.update(getattr(self.engine, "last_metrics", {}))
             gen_tokens += int(ro.response_valid.sum())
             t0 = time.perf_counter()
             rep = [tasks[i - len(tasks_all)] for i in ro.task_index]
             res = self.scorer.score(rep, ro.response_text)
             timings["time/reward_s"] += time.perf_counter() - t0
+            timings.update(getattr(self.scorer, "last_metrics", {}))
             short = 0
             ro.rewards = torch.tensor(res.scores, dtype=torch.float32)
             ro.info["correct"] = list(res.correct)
