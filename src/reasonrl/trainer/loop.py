@@ -35,6 +35,10 @@ def resolve_model(path: str, log=print) -> Path:
         from reasonrl.models.tiny import build_default_model
 
         return build_default_model(log=log)
+    if path == "builtin:tiny-knowledge":  # the knowledge-variant tiny model for SSRL (docs/ssrl.md)
+        from reasonrl.ssrl import knowledge_model
+
+        return knowledge_model(log=log)
     if path.startswith("builtin:"):
         from reasonrl.models.gguf import resolve_model_path
 
