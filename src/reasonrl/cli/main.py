@@ -93,6 +93,7 @@ def cmd_report(args) -> int:
 # One line per benchmark, so adding one never touches another's code.
 BENCHES = {
     "algorithms": "reasonrl.bench:bench_algorithms",
+    "ssrl": "reasonrl.ssrl:bench_ssrl",
 }
 
 
