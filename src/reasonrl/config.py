@@ -43,7 +43,7 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     train: str = Field("builtin:arith", description=(
-        "Training prompts: builtin:<arith|countdown|linear|mix>, reasoning_gym:<name>, or a jsonl/parquet/HF-dataset path."))
+        "Training prompts: builtin:<arith|countdown|linear|mix|knowledge>, reasoning_gym:<name>, or a jsonl/parquet/HF-dataset path."))
     test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
     difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
     eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
