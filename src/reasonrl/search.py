@@ -234,3 +234,30 @@ class SearchServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reasonrl.search --corpus builtin:knowledge --port 8765``: serve a BM25 index over HTTP."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m reasonrl.search", description="Serve a BM25 search index over HTTP.")
+    p.add_argument("--corpus", default="builtin:knowledge", help="'builtin:knowledge' or a jsonl of {\"text\": ...}")
+    p.add_argument("--index", default=None, help="SQLite file to build/reuse (default: in memory)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--top-k", type=int, default=3)
+    a = p.parse_args(argv)
+    idx = SearchIndex(a.index)
+    if len(idx) == 0:
+        idx.add(load_corpus(a.corpus))
+    server = SearchServer(SearchTool(idx, a.top_k), a.host, a.port)
+    print(f"serving {len(idx)} documents at {server.url}/search (POST {{\"query\", \"top_k\"}}); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
