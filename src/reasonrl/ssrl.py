@@ -14,7 +14,7 @@ from reasonrl.models.tiny import TinySpec
 # The knowledge variant of the built-in model: SFT on every training question of the ``knowledge``
 # family but one (``val_size`` must be >= 1); no intermediate validation (``eval_every`` above
 # ``sft_steps``), so the final SFT weights are kept. The default model's spec is untouched.
-KNOWLEDGE_SPEC = TinySpec(family="knowledge", demos=199, val_size=1, vocab_size=384, sft_steps=1200,
+KNOWLEDGE_SPEC = TinySpec(family="knowledge", demos=199, val_size=1, vocab_size=384, sft_steps=800, sft_batch=32,
                           eval_every=10**6, max_new_tokens=128)
 
 
