@@ -120,7 +120,7 @@ class ToolsConfig(_Section):
     max_turns: int = Field(3, ge=1, description="Tool calls allowed per sample (SSRL sim-to-real max_turns=3); then tools are off.")
     search_corpus: str = Field("builtin:knowledge", description=(
         "Documents for the local SQLite FTS5/BM25 search tool: 'builtin:knowledge' or a jsonl file of {\"text\": ...} rows."))
-    search_url: str | None = Field(None, description=(
+    search_url: str | None = Field(None, pattern=r"^https?://", description=(
         "Base URL of an HTTP search engine answering POST /search {query, top_k} -> {documents}; overrides search_corpus."))
     top_k: int = Field(3, ge=1, description="Documents the search tool returns per query.")
 

@@ -37,3 +37,5 @@ def test_ssrl_config_with_tools(tiny_model_dir, tmp_path):
 def test_unknown_tool_is_a_config_error(capsys):
     assert main(["train", CONFIG, "tools.names=[browser]"]) == 2
     assert "tools.names" in capsys.readouterr().err
+    assert main(["train", CONFIG, "tools.search_url=localhost:8765"]) == 2
+    assert "tools.search_url" in capsys.readouterr().err
