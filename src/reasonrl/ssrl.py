@@ -157,11 +157,26 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
         return r
 
     load_avg = [os.getloadavg()]
+    out = Path(s.out)
+
+    def write(finished: bool) -> dict:
+        """Results so far (after every seed, so a long run that is stopped still leaves its numbers)."""
+        env = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+               "threads": torch.get_num_threads(), "loadavg_1_5_15": load_avg,
+               "wall_seconds": time.perf_counter() - t_start, "model_dir": str(model_dir), "finished": finished}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"command": command, "settings": s.model_dump(), "env": env,
+                                                      "config": load_config(config, train).model_dump(mode="json"),
+                                                      "results": results}, indent=1))
+        (out / "results.md").write_text(_results_md(command, s.top_k, env, results))
+        return env
+
     log(f"bench ssrl: evaluating the untrained knowledge model on {len(tasks)} test questions")
     model, tok = load_policy(model_dir)
     t0 = time.perf_counter()
     results = {"untrained": arms(model, tok), "trained": []}
     results["eval_seconds_untrained"] = time.perf_counter() - t0
+    write(finished=False)
     for seed in range(s.seeds):
         cfg = load_config(config, [*train, f"run.seed={seed}", f"run.out_dir={s.work}", f"run.name=seed{seed}"])
         log(f"bench ssrl: SSRL training, seed {seed} ({cfg.trainer.steps} steps)")
@@ -175,16 +190,8 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
         results["trained"].append({"seed": seed, "train_seconds": train_s, "steps": summary["steps"],
                                    "curve": curve, **arms(model, tok)})
         load_avg.append(os.getloadavg())
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-           "threads": torch.get_num_threads(), "loadavg_1_5_15": load_avg,
-           "wall_seconds": time.perf_counter() - t_start, "model_dir": str(model_dir)}
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"command": command, "settings": s.model_dump(), "env": env,
-                                                  "config": load_config(config, train).model_dump(mode="json"),
-                                                  "results": results}, indent=1))
-    (out / "results.md").write_text(_results_md(command, s.top_k, env, results))
-    log(f"bench ssrl finished in {env['wall_seconds']:.0f}s: {out / 'results.md'}")
+        write(finished=seed == s.seeds - 1)
+    log(f"bench ssrl finished in {time.perf_counter() - t_start:.0f}s: {out / 'results.md'}")
     return 0
 
 
@@ -194,6 +201,7 @@ def _results_md(command: str, top_k: list[int], env: dict, results: dict) -> str
     arms = ["self_search", *[f"real_search_k{k}" for k in top_k]]
     lines = ["# SSRL benchmark: self-search vs real search (sim-to-real) vs the untrained model", "",
              f"Command: `{command}`", "",
+             *([] if env.get("finished") else ["**Partial results: the run had not finished all seeds when this was written.**", ""]),
              f"Thread policy: OMP_WAIT_POLICY=PASSIVE, {env['threads']} torch thread(s); load averages (1/5/15 min) "
              f"at the start and after each seed: {env['loadavg_1_5_15']} on {env['cpus']} CPUs shared with other "
              f"jobs; wall {env['wall_seconds']:.0f} s.", "",
