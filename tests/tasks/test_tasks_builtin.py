@@ -139,7 +139,7 @@ def test_mix_round_robin():
 
 
 def test_bad_arguments_fail_clearly():
-    with pytest.raises(ValueError, match="arith, countdown, linear, code, mix"):
+    with pytest.raises(ValueError, match="arith, countdown, linear, code, knowledge, mix"):
         generate("algebra", 3)
     with pytest.raises(ValueError, match="train, test"):
         generate("arith", 3, split="dev")

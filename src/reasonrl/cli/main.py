@@ -98,6 +98,7 @@ BENCHES = {
     "async": "reasonrl.trainer.bench_async:bench_async",
     "latentseek": "reasonrl.testtime.run:bench_latentseek",
     "ttrl": "reasonrl.bench_ttrl:bench_ttrl",
+    "ssrl": "reasonrl.ssrl:bench_ssrl",
 }
 
 

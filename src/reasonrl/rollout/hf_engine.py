@@ -154,6 +154,30 @@ class HFEngine(Engine):
             return _empty_rollouts(self.pad_token_id)
         return concat(parts, self.pad_token_id)
 
+    def generate_ids(self, row_ids: list[list[int]], params: SamplingParams, generator: torch.Generator) -> dict:
+        """One continuation per row of token ids, never re-encoded (the multi-turn loop's primitive).
+
+        ``params.n`` is ignored. Returns per row (lists) the generated ``response_ids`` and their
+        ``rollout_logp``, the ``finish`` reason and the decoded ``response_text``, as ``generate`` has them.
+        """
+        step = self.micro_batch or max(len(row_ids), 1)
+        was_training = self.model.training
+        self.model.eval()
+        out: dict[str, list] = {"response_ids": [], "rollout_logp": [], "finish": [], "response_text": []}
+        try:
+            for s in range(0, len(row_ids), step):
+                with torch.inference_mode():
+                    raw = self._generate_chunk(row_ids[s: s + step], params, generator)
+                for i in range(len(raw["finish"])):
+                    n = int(raw["loss_mask"][i].sum())
+                    out["response_ids"].append(raw["response_ids"][i, :n].tolist())
+                    out["rollout_logp"].append(raw["rollout_logp"][i, :n].tolist())
+                out["finish"] += raw["finish"]
+                out["response_text"] += raw["response_text"]
+        finally:
+            self.model.train(was_training)
+        return out
+
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits (b, V) of the last position."""
         kwargs = {self._cache_kw: cache}

@@ -14,7 +14,7 @@ from reasonrl.tasks.files import TaskDataError, load_file
 
 __all__ = ["Task", "load_tasks", "generate", "FAMILIES", "TaskDataError", "load_file", "SOURCE_FORMS"]
 
-SOURCE_FORMS = ("builtin:arith", "builtin:countdown", "builtin:linear", "builtin:code", "builtin:mix",
+SOURCE_FORMS = ("builtin:arith", "builtin:countdown", "builtin:linear", "builtin:code", "builtin:knowledge", "builtin:mix",
                 "reasoning_gym:<dataset>", "a path to a .jsonl/.parquet file or a datasets save_to_disk folder")
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 from reasonrl.tasks.base import Task
 from reasonrl.tasks.code import DESCRIPTION as _CODE_DESCRIPTION, make_code as _make_code
+from reasonrl.tasks.knowledge import make_knowledge as _make_knowledge
 
 SPLITS = ("train", "test")
 MIX = "mix"
@@ -207,6 +208,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "linear": FamilySpec(1, 1, 3, "solve a linear equation for integer x (difficulty 1: a*x+b=c, "
                                   "2: x on both sides, 3: with brackets)", _make_linear),
     "code": FamilySpec(2, 1, 3, _CODE_DESCRIPTION, _make_code),
+    "knowledge": FamilySpec(3, 1, 3, "QA over a synthetic world for SSRL (difficulty 1: single hop, 2: two hops, 3: both)", _make_knowledge),
 }
 
 

@@ -38,21 +38,30 @@ def resolve_model(path: str, log=print) -> Path:
 
         return build_default_model(log=log)
     if path.startswith("builtin:tiny-"):  # the tiny model SFT'd on another built-in family, e.g. tiny-code
-        from reasonrl.models.tiny import TinySpec, build_default_model
-        from reasonrl.tasks import FAMILIES
-
-        family = path.removeprefix("builtin:tiny-")
-        if family not in FAMILIES:
-            raise ValueError(f"model.path {path!r}: no built-in family {family!r}; valid: "
-                             f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
-        from reasonrl.tasks.code import TINY_MODEL_SPEC
-
-        return build_default_model(TinySpec(family=family, **({"code": TINY_MODEL_SPEC}.get(family, {}))), log=log)
+        return _tiny_variant(path, log)
     if path.startswith("builtin:"):
         from reasonrl.models.gguf import resolve_model_path
 
         return Path(resolve_model_path(path))
     return Path(path)
+
+
+def _tiny_variant(path: str, log=print) -> Path:
+    """``builtin:tiny-<family>``: the built-in recipe SFT'd on another family, with that family's build settings."""
+    from reasonrl.models.tiny import TinySpec, build_default_model
+    from reasonrl.tasks import FAMILIES
+
+    family = path.removeprefix("builtin:tiny-")
+    if family not in FAMILIES:
+        raise ValueError(f"model.path {path!r}: no built-in family {family!r}; valid: "
+                         f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
+    if family == "knowledge":
+        from reasonrl.ssrl import KNOWLEDGE_SPEC as spec
+    else:
+        from reasonrl.tasks.code import TINY_MODEL_SPEC
+
+        spec = TinySpec(family=family, **({"code": TINY_MODEL_SPEC}.get(family, {})))
+    return build_default_model(spec, log=log)
 
 
 class Trainer:
@@ -95,6 +104,9 @@ class Trainer:
                              sandbox=SandboxConfig(isolation=r.code_sandbox, timeout_s=r.code_timeout_s,
                                                    cpu_s=r.code_timeout_s, memory_mb=r.code_memory_mb,
                                                    workers=r.code_workers))
+        from reasonrl.ssrl import wrap_engine_and_scorer  # tools / SSRL modes (docs/ssrl.md); no-op by default
+
+        self.engine, self.scorer = wrap_engine_and_scorer(cfg, self.engine, self.scorer)
         self.ttrl = None  # label-free majority-vote rewards (docs/ttrl.md)
         if cfg.ttrl.enabled:
             from reasonrl.rewards.majority import MajorityVoteReward
@@ -170,6 +182,7 @@ class Trainer:
                 max_new_tokens=c.rollout.max_new_tokens, stop=list(c.rollout.stop), seed=seed),
                 task_index=list(range(len(tasks_all), len(tasks_all) + len(tasks))))
             timings["time/gen_s"] += time.perf_counter() - t0
+            timings.update(getattr(self.engine, "last_metrics", {}))
             gen_tokens += int(ro.response_valid.sum())
             t0 = time.perf_counter()
             rep = [tasks[i - len(tasks_all)] for i in ro.task_index]
@@ -178,6 +191,7 @@ class Trainer:
             else:  # label-free: rewards from the majority of n_votes samples, keeping rollout.n of them
                 ro, res = self.ttrl.score(rep, ro)
             timings["time/reward_s"] += time.perf_counter() - t0
+            timings.update(getattr(self.scorer, "last_metrics", {}))
             short = 0
             ro.rewards = torch.tensor(res.scores, dtype=torch.float32)
             ro.info["correct"] = list(res.correct)
