@@ -97,12 +97,12 @@ class RewardConfig(_Section):
         "Stop the run when more than this share of a batch's math or code samples cannot be graded (verdict "
         "'error': sandbox infra_error after retries, crashed verifier); such samples are dropped, never scored 0."))
 
-
     @model_validator(mode="after")
     def _length_target(self) -> "RewardConfig":
         if self.length_penalty and not self.length_target_chars:
             raise ValueError("reward.length_penalty > 0 needs reward.length_target_chars > 0 (where the penalty starts)")
         return self
+
 
 class TrainerConfig(_Section):
     steps: int = Field(100, ge=0, description="RL steps (one rollout batch each).")
