@@ -225,7 +225,7 @@ class Trainer:
             "batch/zero_var_frac": _mean(stats["zero_var"]), "batch/gen_rounds": rounds,
             "reward/invalid_groups": stats["invalid_groups"],
             "perf/gen_tokens_per_s": gen_tokens / max(timings["time/gen_s"], 1e-9), **timings,
-            **self.scorer.metrics(),
+            **(self.scorer.metrics() if hasattr(self.scorer, "metrics") else {}),  # grader counters (optional)
             **(self.ttrl.pop_metrics() if self.ttrl is not None else {}),
         }
         return batch.trim(), tasks_all, m
