@@ -6,7 +6,7 @@ from reasonrl.cli.main import main
 
 
 def test_bench_ssrl_smoke(tiny_model_dir, tmp_path):
-    over = [f"model.path={tiny_model_dir}", "trainer.steps=1", "trainer.prompts_per_step=2", "rollout.n=2",
+    over = [f"model.path={tiny_model_dir}", "trainer.steps=1", "bench.seeds=1", "trainer.prompts_per_step=2", "rollout.n=2",
             "rollout.max_new_tokens=8", "eval.max_new_tokens=8", "data.eval_size=2", "run.threads=1",
             "bench.eval_size=6", "bench.top_k=[1]", f"bench.out={tmp_path / 'out'}", f"bench.work={tmp_path / 'w'}"]
     assert main(["bench", "ssrl", *over]) == 0
