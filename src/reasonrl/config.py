@@ -93,6 +93,8 @@ class RewardConfig(_Section):
     code_timeout_s: float = Field(2.0, gt=0, description="Wall-clock (and CPU) limit per code test case, in seconds.")
     code_memory_mb: int = Field(512, ge=64, description="Address-space limit (RLIMIT_AS) of a sandboxed program, MiB.")
     code_workers: int = Field(0, ge=0, description="Sandboxes run in parallel; 0 = number of CPU cores.")
+    code_partial_credit: bool = Field(False, description=(
+        "Code tasks: score a program that fails some test cases with the share it passes (default: all or nothing)."))
     max_error_fraction: float = Field(0.5, ge=0, le=1, description=(
         "Stop the run when more than this share of a batch's math or code samples cannot be graded (verdict "
         "'error': sandbox infra_error after retries, crashed verifier); such samples are dropped, never scored 0."))

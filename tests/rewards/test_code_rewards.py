@@ -12,7 +12,7 @@ import pytest
 from reasonrl.rewards import RewardInfrastructureError, Scorer
 from reasonrl.rewards.sandbox import UNSAFE, CodeExecutor, CodeJob, SandboxConfig, SandboxUnavailable, outputs_equal
 from reasonrl.tasks import TaskDataError, generate, load_file
-from reasonrl.tasks.code import code_spec_from_row, extract_code, parse_assert
+from reasonrl.tasks.code import extract_code, parse_assert
 
 CFG = SandboxConfig(timeout_s=1.0, cpu_s=1.0, workers=2, retries=1)
 
@@ -174,3 +174,16 @@ def test_trainer_stops_past_the_ungradable_threshold():
     _check_invalid(tr, 3, 16)  # 4/32 = 0.125: fine
     with pytest.raises(TrainingError, match=r"13/48 prompt groups .* reward.max_error_fraction=0.25"):
         _check_invalid(tr, 9, 16)  # 13/48 > 0.25
+
+
+def test_partial_credit_is_the_share_of_cases_passed():
+    from reasonrl.tasks.base import Task
+
+    t = Task("p", "f", "", verifier="code", meta={"code": {
+        "mode": "call", "cases": [{"call": "f", "args": [a]} for a in (0, 1, 2, 3)], "expected": [0, 1, 4, 9]}})
+    half = "def f(x):\n    return x if x < 2 else 0"  # right on 0 and 1 only
+    strict = Scorer(sandbox=CFG).score([t, t], [half, "def f(x):\n    return x*x"])
+    assert strict.components["correctness"] == [0.0, 1.0]
+    partial = Scorer(sandbox=CFG, code_partial_credit=True).score([t, t], [half, "def f(x):\n    return x*x"])
+    assert partial.components["correctness"] == [0.5, 1.0] and partial.correct == [False, True]
+    assert partial.verdicts == ["wrong", "correct"]

@@ -35,11 +35,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from reasonrl.rewards.sandbox_runner import encode
 
 __all__ = ["STATUSES", "CodeJob", "ExecResult", "SandboxConfig", "SandboxUnavailable", "CodeExecutor",
            "outputs_equal", "stdout_equal", "UNSAFE"]

@@ -14,7 +14,7 @@ wall-clock deadline per case enforced here (SIGKILL on expiry). Anything a compl
 does to the runner (killing it, writing into its pipes) can only cost that completion its own
 records, never forge a verdict: the verdict needs the expected outputs, which are not in here.
 
-``encode`` is also imported by the parent to encode expected values the same way.
+``encode`` is also used by the loaders (reasonrl.tasks.code) to encode expected values the same way.
 """
 
 import json

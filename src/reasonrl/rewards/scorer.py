@@ -154,14 +154,17 @@ class Scorer:
     Code tasks (``verifier="code"``) run in the sandbox of ``sandbox`` (a :class:`SandboxConfig`;
     the executor is started on the first code batch, or pass ``executor``); a sandbox
     ``infra_error`` is verdict ``error`` (invalid, never a wrong answer), ``timeout`` and
-    ``memory_limit`` are ``timeout``, everything else that did not pass is ``wrong``.
+    ``memory_limit`` are ``timeout``, everything else that did not pass is ``wrong``. With
+    ``code_partial_credit`` the correctness component of a code sample that did not pass is the
+    share of its test cases that passed (the verdict stays ``wrong``/``timeout``).
     """
 
     def __init__(self, correctness_weight: float = 1.0, format_weight: float = 0.0,
                  user_fns: Iterable[tuple[str, float] | str] = (), math_timeout_s: float = 5.0, *,
                  verifier: MathVerifier | None = None, max_error_fraction: float = 0.5,
                  sandbox: SandboxConfig | None = None, executor: CodeExecutor | None = None,
-                 tag_format_weight: float = 0.0, length_penalty_weight: float = 0.0, length_target_chars: int = 0):
+                 tag_format_weight: float = 0.0, length_penalty_weight: float = 0.0, length_target_chars: int = 0,
+                 code_partial_credit: bool = False):
         self.correctness_weight = _finite_weight("correctness_weight", correctness_weight)
         self.format_weight = _finite_weight("format_weight", format_weight)
         self.math_timeout_s = _finite_weight("math_timeout_s", math_timeout_s)
@@ -171,6 +174,7 @@ class Scorer:
         self.tag_format_weight = _finite_weight("tag_format_weight", tag_format_weight)
         self.length_penalty_weight = _finite_weight("length_penalty_weight", length_penalty_weight)
         self.length_target_chars = int(length_target_chars)
+        self.code_partial_credit = bool(code_partial_credit)
         if self.length_penalty_weight and self.length_target_chars <= 0:
             raise ValueError("a length penalty needs length_target_chars > 0 (reward.length_target_chars)")
         self.user_fns: list[_UserFn] = []
@@ -240,6 +244,7 @@ class Scorer:
                 verdicts[i] = v
         code_idx = [i for i, t in enumerate(tasks) if t.verifier == "code"]
         code_status: dict[str, int] = {}
+        code_partial: dict[int, float] = {}
         if code_idx:
             run_idx = [i for i in code_idx if extracted[i]]
             spec = [tasks[i].meta["code"] for i in run_idx]
@@ -248,6 +253,8 @@ class Scorer:
             by_i = dict(zip(run_idx, results))
             for i in code_idx:
                 st = by_i[i].status if i in by_i else "no_code"
+                if self.code_partial_credit and i in by_i and st not in ("infra_error", "passed"):
+                    code_partial[i] = by_i[i].passed / max(1, by_i[i].total)
                 code_status[st] = code_status.get(st, 0) + 1
                 verdicts[i] = (Verdict.CORRECT if st == "passed" else Verdict.ERROR if st == "infra_error"
                                else Verdict.TIMEOUT if st in ("timeout", "memory_limit") else Verdict.WRONG)
@@ -260,7 +267,9 @@ class Scorer:
                 got = extracted[i] if extracted[i] is not None else responses[i]
                 verdicts[i] = Verdict.CORRECT if got.strip() == t.answer.strip() else Verdict.WRONG
             elif t.verifier == "code":
-                pass
+                if i in code_partial:  # share of test cases passed (reward.code_partial_credit)
+                    correctness[i] = code_partial[i]
+                    continue
             elif t.verifier in ("qa", "qa_f1"):
                 got = extracted[i] if extracted[i] is not None else responses[i]
                 golds = qa_golds(t.answer, t.meta)
