@@ -252,26 +252,14 @@ def context_limit(model: torch.nn.Module) -> int | None:
 def continue_greedy(engine: HFEngine, rows: list[list[int]], max_new: int) -> list[list[int]]:
     """Greedy continuation token ids of token-id prompts (``max_new`` >= 1), stop token included.
 
-    Uses the engine's own cached loop on ids: going through text would re-tokenise the decoded
+    Uses the engine's cached loop on ids (``generate_ids``): going through text would re-tokenise the decoded
     latent prefix, which for optimised (often odd) prefixes does not round-trip.
     """
     if not rows:
         return []
     params = SamplingParams(greedy=True, max_new_tokens=max_new, seed=0)
     gen = torch.Generator(device=engine.device).manual_seed(0)
-    step = engine.micro_batch or len(rows)
-    out: list[list[int]] = []
-    was = engine.model.training
-    engine.model.eval()
-    try:
-        for s in range(0, len(rows), step):
-            with torch.inference_mode():
-                raw = engine._generate_chunk(rows[s:s + step], params, gen)
-            lengths = raw["loss_mask"].sum(1).long().tolist()
-            out += [raw["response_ids"][i, :n].tolist() for i, n in enumerate(lengths)]
-    finally:
-        engine.model.train(was)
-    return out
+    return engine.generate_ids(rows, params, gen)["response_ids"]
 
 
 def generate_within_context(engine: HFEngine, prompts: list[str], max_new: int) -> list[str | None]:
