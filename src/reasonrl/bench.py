@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 SFT_THEN_GRPO = "sft_then_grpo"
 ISSUE_RECIPES = ["sft", SFT_THEN_GRPO, "ppo", "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "reinforce_pp_baseline",
@@ -65,23 +65,13 @@ def mean_t_ci(xs: list[float]) -> tuple[float, float]:
 
 def parse_args(overrides: list[str]) -> tuple[BenchSettings, list[str]]:
     from reasonrl.algorithms.recipes import REGISTRY
-    from reasonrl.config import ConfigError, _parse_value
+    from reasonrl.config import ConfigError, parse_bench_overrides
 
-    raw: dict[str, Any] = {}
-    train: list[str] = []
-    for o in overrides:
-        if o.startswith("bench."):
-            key, _, val = o.partition("=")
-            raw[key[len("bench."):]] = _parse_value(val)
-        else:
-            train.append(o)
-    if isinstance(raw.get("recipes"), str):
-        raw["recipes"] = [r.strip() for r in raw["recipes"].split(",") if r.strip()]
-    try:
-        s = BenchSettings.model_validate(raw)
-    except ValidationError as e:
-        bad = "; ".join(f"bench.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ConfigError(f"invalid bench settings: {bad}") from None
+    def listify(raw: dict[str, Any]) -> None:
+        if isinstance(raw.get("recipes"), str):
+            raw["recipes"] = [r.strip() for r in raw["recipes"].split(",") if r.strip()]
+
+    s, train = parse_bench_overrides(overrides, BenchSettings, listify)
     unknown = [r for r in s.recipes if r not in REGISTRY and r != SFT_THEN_GRPO]
     if unknown:
         raise ConfigError(f"bench.recipes: unknown {unknown}; valid: {', '.join(sorted(REGISTRY))}, {SFT_THEN_GRPO}")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TTRLBenchSettings(BaseModel):
@@ -31,21 +31,9 @@ class TTRLBenchSettings(BaseModel):
 
 
 def parse_args(overrides: list[str]) -> tuple[TTRLBenchSettings, list[str]]:
-    from reasonrl.config import ConfigError, _parse_value
+    from reasonrl.config import ConfigError, parse_bench_overrides
 
-    raw: dict[str, Any] = {}
-    train: list[str] = []
-    for o in overrides:
-        if o.startswith("bench."):
-            key, _, val = o.partition("=")
-            raw[key[len("bench."):]] = _parse_value(val)
-        else:
-            train.append(o)
-    try:
-        s = TTRLBenchSettings.model_validate(raw)
-    except ValidationError as e:
-        bad = "; ".join(f"bench.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ConfigError(f"invalid bench settings: {bad}") from None
+    s, train = parse_bench_overrides(overrides, TTRLBenchSettings)
     if any(o.startswith("run.seed=") for o in train):
         raise ConfigError("run.seed is set by the bench; use bench.seeds")
     return s, train

@@ -279,6 +279,27 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def parse_bench_overrides(overrides: list[str], settings_model: type[BaseModel],
+                          prepare=None) -> tuple[Any, list[str]]:
+    """Split a benchmark's command line into its ``bench.<field>=value`` settings (validated into
+    ``settings_model``) and the training overrides it passes on; ``prepare`` may adjust the raw dict."""
+    raw: dict[str, Any] = {}
+    train: list[str] = []
+    for o in overrides:
+        if o.startswith("bench."):
+            key, _, val = o.partition("=")
+            raw[key[len("bench."):]] = _parse_value(val)
+        else:
+            train.append(o)
+    if prepare is not None:
+        prepare(raw)
+    try:
+        return settings_model.model_validate(raw), train
+    except ValidationError as e:
+        bad = "; ".join(f"bench.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ConfigError(f"invalid bench settings: {bad}") from None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item:

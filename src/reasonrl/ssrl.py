@@ -107,9 +107,9 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
     import time
 
     import torch
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from pydantic import BaseModel, ConfigDict, Field
 
-    from reasonrl.config import ConfigError, _parse_value, load_config
+    from reasonrl.config import load_config, parse_bench_overrides
     from reasonrl.demo import packaged_config
     from reasonrl.models.loading import load_policy
     from reasonrl.search import SearchIndex, SearchTool, load_corpus
@@ -126,18 +126,7 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
         out: str = Field("benchmarks/ssrl", description="Where results.md/.json go.")
         work: str = Field("runs/bench_ssrl", description="Scratch directory for the training runs.")
 
-    raw, train = {}, []
-    for o in overrides:
-        if o.startswith("bench."):
-            k, _, v = o.partition("=")
-            raw[k[len("bench."):]] = _parse_value(v)
-        else:
-            train.append(o)
-    try:
-        s = Settings.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError("invalid bench settings: " + "; ".join(
-            f"bench.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+    s, train = parse_bench_overrides(overrides, Settings)
     config = str(packaged_config("bench_ssrl.yaml"))
     load_config(config, train)  # fail before any compute
     command = "reasonrl bench ssrl " + " ".join(shlex.quote(o) for o in overrides)

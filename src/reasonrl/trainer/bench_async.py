@@ -79,7 +79,7 @@ def bench_async(overrides: list[str], log=print) -> int:
     res["speedup"] = res["sync_step_s"] / res["async_step_s"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2))
-    lines = [f"# sync vs one-step-off-policy (async) rollout, CPU\n", f"Command: `{res['command']}`  ",
+    lines = ["# sync vs one-step-off-policy (async) rollout, CPU\n", f"Command: `{res['command']}`  ",
              f"Thread policy: {res['thread_policy']}  ", f"Load average before/after: {load_before} / {load_after}  ",
              f"`uptime`: {res['uptime']}\n",
              "| arm | repeat | steps | step s (mean) | gen s | train s | wait s | staleness | IS weight |",
