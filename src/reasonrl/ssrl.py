@@ -1,7 +1,7 @@
 """SSRL (algorithms.md §5) wiring: the knowledge-variant tiny model, the trainer hook, the benchmark.
 
 The pieces live where their data lives: the trajectory reward in ``rewards.ssrl``, the tool loop and
-information masking in ``rollout.multiturn``, the search backend in ``reasonrl.search``, the world
+information masking in ``rollout.multiturn``, the search backend in ``reasonrl.rollout.search``, the world
 and its questions in ``tasks.knowledge``. This module only connects them.
 """
 
@@ -28,7 +28,7 @@ def knowledge_model(log=print) -> Path:
 def make_tools(cfg) -> list:
     """The tools named in ``cfg.tools`` (a ``ToolsConfig``)."""
     from reasonrl.rollout.multiturn import Calculator
-    from reasonrl.search import HTTPSearchTool, SearchTool
+    from reasonrl.rollout.search import HTTPSearchTool, SearchTool
 
     out = []
     for name in cfg.names:
@@ -112,7 +112,7 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
     from reasonrl.config import load_config, parse_bench_overrides
     from reasonrl.demo import packaged_config
     from reasonrl.models.loading import load_policy
-    from reasonrl.search import SearchIndex, SearchTool, load_corpus
+    from reasonrl.rollout.search import SearchIndex, SearchTool, load_corpus
     from reasonrl.tasks.knowledge import all_questions
     from reasonrl.tasks import generate
     from reasonrl.threads import apply_thread_policy

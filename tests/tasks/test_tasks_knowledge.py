@@ -4,7 +4,7 @@ SSRL-format demonstrations, and a corpus in which real search finds every fact."
 import re
 
 from reasonrl.rewards.ssrl import exact_match, format_score
-from reasonrl.search import SearchTool
+from reasonrl.rollout.search import SearchTool
 from reasonrl.tasks import generate, load_tasks
 from reasonrl.tasks.builtin import split_of
 from reasonrl.tasks.knowledge import N_PEOPLE, all_questions, corpus, facts_in_training, world

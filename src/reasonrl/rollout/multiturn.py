@@ -17,7 +17,7 @@ through per-token character offsets of the generated ids (no prefix re-encoding)
 overlaps a span at all is masked; a block that never closes masks nothing (spec edge case).
 
 A tool is anything with ``name`` (called as ``<name>query</name>``), ``output_tag`` and
-``call(query) -> str``; ``Calculator`` here and ``reasonrl.search.SearchTool`` are two.
+``call(query) -> str``; ``Calculator`` here and ``reasonrl.rollout.search.SearchTool`` are two.
 """
 
 from __future__ import annotations

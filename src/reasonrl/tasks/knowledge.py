@@ -24,7 +24,7 @@ when every fact the question needs appears in some training demonstration.
 Demonstrations are SSRL trajectories (think / search / information / answer) whose search queries are
 the prefix of the fact's document and whose information block is the document itself, so the same
 policy can be run with self-search (it writes the block) or with the real engine (the block is
-retrieved; ``reasonrl.search``).
+retrieved; ``reasonrl.rollout.search``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from reasonrl.search import HTTPSearchTool, SearchIndex, SearchServer, SearchTool, fts5_available, load_corpus
+from reasonrl.rollout.search import HTTPSearchTool, SearchIndex, SearchServer, SearchTool, fts5_available, load_corpus
 
 DOCS = [
     {"id": "a", "text": "The mentor of Alba is Boro."},

@@ -237,10 +237,10 @@ class SearchServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reasonrl.search --corpus builtin:knowledge --port 8765``: serve a BM25 index over HTTP."""
+    """``python -m reasonrl.rollout.search --corpus builtin:knowledge --port 8765``: serve a BM25 index over HTTP."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m reasonrl.search", description="Serve a BM25 search index over HTTP.")
+    p = argparse.ArgumentParser(prog="python -m reasonrl.rollout.search", description="Serve a BM25 search index over HTTP.")
     p.add_argument("--corpus", default="builtin:knowledge", help="'builtin:knowledge' or a jsonl of {\"text\": ...}")
     p.add_argument("--index", default=None, help="SQLite file to build/reuse (default: in memory)")
     p.add_argument("--host", default="127.0.0.1")
