@@ -110,7 +110,8 @@ def bench_rewards(overrides: list[str]) -> int:
                          f"{workers} parallel workers",
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": load_after,
-                    "note": "shared machine: other jobs were running (see load averages)"},
+                    "note": ("other work was competing for the CPU" if load_before[0] > 0.5 * (os.cpu_count() or 1)
+                             else "the machine was quiet")},
         "code": {"program": "built-in code task demonstration, 4 test calls, one sandbox invocation per program",
                  "n_per_round": o["n"], "rounds": o["rounds"], "workers": workers,
                  "execs_per_s": {k: {"median": statistics.median(v), "all": v} for k, v in rates.items()},
