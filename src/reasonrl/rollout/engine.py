@@ -8,7 +8,8 @@ rest of the step never asks which engine produced a batch: prompt ``i``'s ``n`` 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+import time
 from typing import Any
 
 import torch
@@ -53,3 +54,60 @@ class Engine(ABC):
         prompt_of_row = [i for i in range(len(prompts)) for _ in range(n)]
         group_ids = torch.tensor(prompt_of_row, dtype=torch.long)
         return prompt_of_row, group_ids, [int(task_index[i]) for i in prompt_of_row]
+
+
+class ModuleEngine(Engine):
+    """An engine that samples from an in-process torch module (``self.model``): the HF and native engines.
+
+    ``weight_version`` counts syncs (for staleness bounds) and ``last_load_s`` times the copy, because
+    weight sync is a cost the trainer reports (DESIGN.md, Scale).
+    """
+
+    model: torch.nn.Module
+    _tokenizer: Any
+    weight_version: int = 0
+    last_load_s: float = 0.0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
+        """Copy weights in place (strict names); the engine's own module is a no-op."""
+        t0 = time.perf_counter()
+        if isinstance(weights, torch.nn.Module):
+            weights = None if weights is self.model else weights.state_dict()
+        if weights is not None:
+            with torch.no_grad():
+                self.model.load_state_dict(dict(weights), strict=True)
+        self.weight_version += 1
+        self.last_load_s = time.perf_counter() - t0
+
+
+def stop_and_pad_ids(tokenizer: Any, model: Any, eos_token_ids: Sequence[int] | None,
+                     stop_token_ids: Sequence[int]) -> tuple[list[int], int]:
+    """The ids that end a sample and the pad id, decided the same way by every engine.
+
+    ``eos_token_ids=None`` means the tokenizer's EOS plus the model's ``generation_config.eos_token_id``
+    (chat models often end turns with a different id); the pad id falls back to EOS, then 0.
+    """
+    if eos_token_ids is None:
+        eos_token_ids = _as_list(getattr(tokenizer, "eos_token_id", None))
+        if model is not None:
+            eos_token_ids += _as_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    return sorted(set(eos_token_ids) | set(stop_token_ids)), int(pad) if pad is not None else 0
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return [int(v) for v in x]
+    return [int(x)]

@@ -10,19 +10,18 @@ token, and ``position_ids = cumsum(mask) - 1``; ``tests/rollout`` checks the two
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from reasonrl.batch import Rollouts, concat
-from reasonrl.rollout.engine import Engine
+from reasonrl.rollout.engine import ModuleEngine, stop_and_pad_ids
 from reasonrl.rollout.sampling import SamplingParams, sample_next
 
 
-class HFEngine(Engine):
+class HFEngine(ModuleEngine):
     """Batched sampling from ``model`` (a HF causal LM) with a ``DynamicCache``.
 
     - ``micro_batch``: at most this many rows per forward (bounds KV-cache memory); ``None`` = all.
@@ -63,15 +62,7 @@ class HFEngine(Engine):
         self.micro_batch = micro_batch
         self.add_special_tokens = add_special_tokens
         self.compact = compact
-        if eos_token_ids is None:
-            eos_token_ids = _as_list(getattr(tokenizer, "eos_token_id", None))
-            gen_cfg = getattr(model, "generation_config", None)
-            eos_token_ids += _as_list(getattr(gen_cfg, "eos_token_id", None))
-        self.stop_token_ids = sorted(set(eos_token_ids) | set(stop_token_ids))
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        self.pad_token_id = int(pad) if pad is not None else 0
+        self.stop_token_ids, self.pad_token_id = stop_and_pad_ids(tokenizer, model, eos_token_ids, stop_token_ids)
         params = inspect.signature(model.forward).parameters
         # transformers 5 renamed ``past_key_values`` to ``cache``; use whichever this model takes.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -79,29 +70,6 @@ class HFEngine(Engine):
         self.weight_version = 0
         self.last_seed: int | None = None
         self.last_load_s = 0.0
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
-        """Copy weights in place (strict names); the engine's own module is a no-op.
-
-        ``weight_version`` counts syncs (for staleness bounds) and ``last_load_s`` times the copy,
-        because weight sync is a cost the trainer reports (DESIGN.md, Scale).
-        """
-        t0 = time.perf_counter()
-        if isinstance(weights, torch.nn.Module):
-            weights = None if weights is self.model else weights.state_dict()
-        if weights is not None:
-            with torch.no_grad():
-                self.model.load_state_dict(dict(weights), strict=True)
-        self.weight_version += 1
-        self.last_load_s = time.perf_counter() - t0
 
     def generate(
         self, prompts: list[str], params: SamplingParams, task_index: list[int] | None = None
@@ -264,12 +232,6 @@ class HFEngine(Engine):
         }
 
 
-def _as_list(x: Any) -> list[int]:
-    if x is None:
-        return []
-    if isinstance(x, (list, tuple)):
-        return [int(v) for v in x]
-    return [int(x)]
 
 
 def _empty_rollouts(pad: int) -> Rollouts:

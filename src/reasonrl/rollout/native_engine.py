@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from reasonrl.batch import Rollouts
-from reasonrl.rollout.engine import Engine
-from reasonrl.rollout.hf_engine import _as_list, _empty_rollouts
+from reasonrl.rollout.engine import ModuleEngine, stop_and_pad_ids
+from reasonrl.rollout.hf_engine import _empty_rollouts
 from reasonrl.rollout.sampling import SamplingParams, sample_next
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -98,7 +98,7 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * h.to(x.dtype)
 
 
-class NativeEngine(Engine):
+class NativeEngine(ModuleEngine):
     """Continuous-batching sampler over a Llama/Qwen2 HF model (module docstring).
 
     - ``slots``: rows decoded at once (KV-cache rows); ``None`` = every row of the call (no refill).
@@ -133,14 +133,7 @@ class NativeEngine(Engine):
         self.slots = slots
         self.add_special_tokens = add_special_tokens
         self.graph = graph
-        if eos_token_ids is None:
-            eos_token_ids = _as_list(getattr(tokenizer, "eos_token_id", None))
-            eos_token_ids += _as_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
-        self.stop_token_ids = sorted(set(eos_token_ids) | set(stop_token_ids))
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(tokenizer, "eos_token_id", None)
-        self.pad_token_id = int(pad) if pad is not None else 0
+        self.stop_token_ids, self.pad_token_id = stop_and_pad_ids(tokenizer, model, eos_token_ids, stop_token_ids)
         cfg = model.config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
@@ -161,26 +154,6 @@ class NativeEngine(Engine):
         if graph == "cuda_graph" and self.device.type != "cuda":
             raise ValueError(f"graph='cuda_graph' needs the model on a CUDA device (it is on {self.device}); "
                              "use graph='off' on CPU")
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    # ------------------------------------------------------------------ weights
-    def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
-        """As ``HFEngine.load_weights``; fused copies are rebuilt lazily at the next ``generate``."""
-        t0 = time.perf_counter()
-        if isinstance(weights, torch.nn.Module):
-            weights = None if weights is self.model else weights.state_dict()
-        if weights is not None:
-            with torch.no_grad():
-                self.model.load_state_dict(dict(weights), strict=True)
-        self.weight_version += 1
-        self.last_load_s = time.perf_counter() - t0
 
     def _params(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters()]

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from reasonrl.batch import Rollouts
-from reasonrl.rollout.engine import Engine
-from reasonrl.rollout.hf_engine import _as_list, _empty_rollouts
+from reasonrl.rollout.engine import Engine, stop_and_pad_ids
+from reasonrl.rollout.hf_engine import _empty_rollouts
 from reasonrl.rollout.sampling import SamplingParams
 
 # prefixes that wrappers add to parameter names (DDP, torch.compile, FSDP1, activation checkpointing)
@@ -209,13 +209,7 @@ class VLLMEngine(Engine):
         self._tokenizer = tokenizer
         self.policy = policy
         self.add_special_tokens = add_special_tokens
-        if eos_token_ids is None:
-            eos_token_ids = _as_list(getattr(tokenizer, "eos_token_id", None))
-            if policy is not None:
-                eos_token_ids += _as_list(getattr(getattr(policy, "generation_config", None), "eos_token_id", None))
-        self.stop_token_ids = sorted(set(eos_token_ids) | set(stop_token_ids))
-        pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad_token_id = int(pad if pad is not None else (getattr(tokenizer, "eos_token_id", None) or 0))
+        self.stop_token_ids, self.pad_token_id = stop_and_pad_ids(tokenizer, policy, eos_token_ids, stop_token_ids)
         if sampling_cls is None:
             require_vllm()
             from vllm import SamplingParams as sampling_cls  # noqa: N813
