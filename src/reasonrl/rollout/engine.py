@@ -65,6 +65,8 @@ class ModuleEngine(Engine):
 
     model: torch.nn.Module
     _tokenizer: Any
+    add_special_tokens: bool = True
+    last_seed: int | None = None
     weight_version: int = 0
     last_load_s: float = 0.0
 
@@ -75,6 +77,22 @@ class ModuleEngine(Engine):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt; an empty encoding fails (its first token would have no context)."""
+        encoded = [list(self._tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"]) for p in prompts]
+        for p, ids in zip(prompts, encoded):
+            if not ids:
+                raise ValueError(f"prompt {p!r} encodes to no tokens; the first token would have no context")
+        return encoded
+
+    def seeded_generator(self, seed: int | None) -> torch.Generator:
+        """The sampling generator on the model's device; ``None`` draws a fresh seed. ``last_seed`` records it."""
+        gen = torch.Generator(device=self.device)
+        self.last_seed = gen.seed() if seed is None else seed
+        if seed is not None:
+            gen.manual_seed(seed)
+        return gen
 
     def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
         """Copy weights in place (strict names); the engine's own module is a no-op."""

@@ -75,19 +75,8 @@ class HFEngine(ModuleEngine):
         self, prompts: list[str], params: SamplingParams, task_index: list[int] | None = None
     ) -> Rollouts:
         prompt_of_row, group_ids, row_tasks = self.expand_rows(prompts, params.n, task_index)
-        encoded = [
-            list(self._tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"]) for p in prompts
-        ]
-        for p, ids in zip(prompts, encoded):
-            if not ids:
-                raise ValueError(f"prompt {p!r} encodes to no tokens; the first token would have no context")
-        device = self.device
-        gen = torch.Generator(device=device)
-        if params.seed is None:
-            self.last_seed = gen.seed()
-        else:
-            gen.manual_seed(params.seed)
-            self.last_seed = params.seed
+        encoded = self.encode_prompts(prompts)
+        gen = self.seeded_generator(params.seed)
 
         rows = len(prompt_of_row)
         step = self.micro_batch or max(rows, 1)
