@@ -116,12 +116,10 @@ def span_token_mask(ends: Sequence[int], spans: Sequence[tuple[int, int]]) -> li
     return keep
 
 
-class InformationMaskEngine(Engine):
-    """Wraps an engine; zeroes ``loss_mask`` on self-generated ``<tag>`` blocks (module docstring)."""
+class _Wrapper(Engine):
+    """An engine around ``self.base``: same tokenizer, weights pushed through to the base."""
 
-    def __init__(self, base: Engine, tag: str = "information"):
-        self.base, self.tag = base, tag
-        self.last_metrics: dict[str, float] = {}
+    base: Any
 
     @property
     def tokenizer(self) -> Any:
@@ -129,6 +127,14 @@ class InformationMaskEngine(Engine):
 
     def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
         self.base.load_weights(weights)
+
+
+class InformationMaskEngine(_Wrapper):
+    """Wraps an engine; zeroes ``loss_mask`` on self-generated ``<tag>`` blocks (module docstring)."""
+
+    def __init__(self, base: Engine, tag: str = "information"):
+        self.base, self.tag = base, tag
+        self.last_metrics: dict[str, float] = {}
 
     def generate(self, prompts: list[str], params: SamplingParams, task_index: list[int] | None = None) -> Rollouts:
         ro = self.base.generate(prompts, params, task_index)
@@ -149,7 +155,7 @@ class InformationMaskEngine(Engine):
         return ro
 
 
-class MultiTurnEngine(Engine):
+class MultiTurnEngine(_Wrapper):
     """Tool loop over an ``HFEngine`` (module docstring). ``max_new_tokens`` bounds the whole response,
     generated and inserted tokens together; a tool output that does not fit is cut and the row ends
     with ``finish_reason`` "length".
@@ -168,13 +174,6 @@ class MultiTurnEngine(Engine):
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
         self.base, self.tools, self.max_turns = base, {t.name: t for t in tools}, max_turns
         self.last_metrics: dict[str, float] = {}
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.base.tokenizer
-
-    def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
-        self.base.load_weights(weights)
 
     def _find_call(self, text: str) -> tuple[str, str] | None:
         """``(tool name, query)`` if ``text`` (one turn's output) ends a tool call, else ``None``."""
