@@ -31,6 +31,19 @@ class _ChatTok:
         return f"<user>{messages[0]['content']}</user><assistant>"
 
 
+def test_arith_rule_reaches_pretrained_templates_only():
+    """The left-to-right convention is told to pretrained models (boxed/chat); the tiny model's plain prompts,
+    on which it was trained, stay exactly as they were."""
+    from reasonrl.tasks import generate
+    from reasonrl.tasks.builtin import ARITH_RULE
+
+    t = generate("arith", 1, split="test", seed=0, difficulty=2)[0]
+    assert render_prompt(t, "plain") == t.prompt + "\n"
+    assert render_prompt(t, "boxed") == f"{t.prompt} {ARITH_RULE}{BOXED_SUFFIX}"
+    assert ARITH_RULE in render_prompt(t, "chat", _ChatTok())
+    assert "instruction" not in generate("countdown", 1, seed=0)[0].meta
+
+
 def test_templates():
     assert render_prompt(T, "plain") == "Compute 2+3.\n"
     assert render_prompt(T, "boxed") == "Compute 2+3." + BOXED_SUFFIX

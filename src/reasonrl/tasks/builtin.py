@@ -77,6 +77,9 @@ def _xterm(coef: int) -> str:
 
 
 # --------------------------------------------------------------------------- arith
+ARITH_RULE = "Evaluate strictly from left to right, ignoring the usual operator precedence (2+3*4 = 20)."
+
+
 def _make_arith(rng: random.Random, k: int) -> _Problem:
     """k operations evaluated strictly left to right; +/- operands 1..99, * operands 2..9, every
     intermediate in 0..9999 so the worked steps stay short."""
@@ -109,7 +112,7 @@ def _make_arith(rng: random.Random, k: int) -> _Problem:
         answer=str(v),
         solution=" ".join(steps) + f" \\boxed{{{v}}}",
         verifier="math",
-        extra={"ops": k},
+        extra={"ops": k, "instruction": ARITH_RULE},
     )
 
 
