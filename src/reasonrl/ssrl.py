@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reasonrl.models.tiny import TinySpec
+from reasonrl.models.tiny import variant_spec
 
-# The knowledge variant of the built-in model: SFT on every training question of the ``knowledge``
-# family but one (``val_size`` must be >= 1); no intermediate validation (``eval_every`` above
-# ``sft_steps``), so the final SFT weights are kept. The default model's spec is untouched.
-KNOWLEDGE_SPEC = TinySpec(family="knowledge", demos=199, val_size=1, vocab_size=384, sft_steps=800, sft_batch=32,
-                          eval_every=10**6, max_new_tokens=128)
+# The knowledge variant of the built-in model (its build settings: ``tasks.knowledge.TINY_MODEL_SPEC``).
+# The default model's spec is untouched.
+KNOWLEDGE_SPEC = variant_spec("knowledge")
 
 
 def knowledge_model(log=print) -> Path:

@@ -52,6 +52,17 @@ class TinySpec:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
+def variant_spec(family: str) -> TinySpec:
+    """The spec of ``builtin:tiny-<family>``: the default recipe SFT'd on ``family`` with that family's own
+    build settings (``FamilySpec.tiny_model``)."""
+    from reasonrl.tasks import FAMILIES
+
+    if family not in FAMILIES:
+        raise ValueError(f"model.path 'builtin:tiny-{family}': no built-in family {family!r}; valid: "
+                         f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
+    return TinySpec(family=family, **FAMILIES[family].tiny_model)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("REASONRL_CACHE", Path.home() / ".cache" / "reasonrl"))
 

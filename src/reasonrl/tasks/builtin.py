@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from reasonrl.tasks.base import Task
-from reasonrl.tasks.code import DESCRIPTION as _CODE_DESCRIPTION, make_code as _make_code
-from reasonrl.tasks.knowledge import make_knowledge as _make_knowledge
+from reasonrl.tasks.code import DESCRIPTION as _CODE_DESCRIPTION, TINY_MODEL_SPEC as _CODE_TINY, make_code as _make_code
+from reasonrl.tasks.knowledge import TINY_MODEL_SPEC as _KNOWLEDGE_TINY, make_knowledge as _make_knowledge
 
 SPLITS = ("train", "test")
 MIX = "mix"
@@ -43,13 +43,15 @@ class _Problem:
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """One generator family: its difficulty knob (default and valid range) and a one-line description."""
+    """One generator family: its difficulty knob (default and valid range), a one-line description, and
+    the ``TinySpec`` fields its ``builtin:tiny-<family>`` model overrides (see ``models.tiny.variant_spec``)."""
 
     default_difficulty: int
     min_difficulty: int
     max_difficulty: int
     description: str
     make: Callable[[random.Random, int], _Problem]
+    tiny_model: dict = field(default_factory=dict)
 
 
 def split_of(canonical: str) -> str:
@@ -210,8 +212,9 @@ FAMILIES: dict[str, FamilySpec] = {
                                      "(difficulty = how many numbers)", _make_countdown),
     "linear": FamilySpec(1, 1, 3, "solve a linear equation for integer x (difficulty 1: a*x+b=c, "
                                   "2: x on both sides, 3: with brackets)", _make_linear),
-    "code": FamilySpec(2, 1, 3, _CODE_DESCRIPTION, _make_code),
-    "knowledge": FamilySpec(3, 1, 3, "QA over a synthetic world for SSRL (difficulty 1: single hop, 2: two hops, 3: both)", _make_knowledge),
+    "code": FamilySpec(2, 1, 3, _CODE_DESCRIPTION, _make_code, _CODE_TINY),
+    "knowledge": FamilySpec(3, 1, 3, "QA over a synthetic world for SSRL (difficulty 1: single hop, 2: two hops, 3: both)",
+                              _make_knowledge, _KNOWLEDGE_TINY),
 }
 
 

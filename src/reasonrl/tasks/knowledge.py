@@ -34,6 +34,12 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+# The tiny model for this family (``builtin:tiny-knowledge``, SSRL): SFT on every training question but one
+# (``val_size`` must be >= 1); no intermediate validation (``eval_every`` above ``sft_steps``), so the final
+# SFT weights are kept.
+TINY_MODEL_SPEC = {"demos": 199, "val_size": 1, "vocab_size": 384, "sft_steps": 800, "sft_batch": 32,
+                   "eval_every": 10**6, "max_new_tokens": 128}
+
 N_PEOPLE = 100
 MEMORISED_FRAC = 0.6
 HELDOUT_FRAC = 0.4  # share of eligible questions over memorised facts held out for test

@@ -38,30 +38,14 @@ def resolve_model(path: str, log=print) -> Path:
 
         return build_default_model(log=log)
     if path.startswith("builtin:tiny-"):  # the tiny model SFT'd on another built-in family, e.g. tiny-code
-        return _tiny_variant(path, log)
+        from reasonrl.models.tiny import build_default_model, variant_spec
+
+        return build_default_model(variant_spec(path.removeprefix("builtin:tiny-")), log=log)
     if path.startswith("builtin:"):
         from reasonrl.models.gguf import resolve_model_path
 
         return Path(resolve_model_path(path))
     return Path(path)
-
-
-def _tiny_variant(path: str, log=print) -> Path:
-    """``builtin:tiny-<family>``: the built-in recipe SFT'd on another family, with that family's build settings."""
-    from reasonrl.models.tiny import TinySpec, build_default_model
-    from reasonrl.tasks import FAMILIES
-
-    family = path.removeprefix("builtin:tiny-")
-    if family not in FAMILIES:
-        raise ValueError(f"model.path {path!r}: no built-in family {family!r}; valid: "
-                         f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
-    if family == "knowledge":
-        from reasonrl.ssrl import KNOWLEDGE_SPEC as spec
-    else:
-        from reasonrl.tasks.code import TINY_MODEL_SPEC
-
-        spec = TinySpec(family=family, **({"code": TINY_MODEL_SPEC}.get(family, {})))
-    return build_default_model(spec, log=log)
 
 
 class Trainer:
