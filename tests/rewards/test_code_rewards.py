@@ -169,7 +169,8 @@ def test_trainer_stops_past_the_ungradable_threshold():
 
     from reasonrl.trainer.loop import TrainingError, _check_invalid
 
-    tr = SimpleNamespace(cfg=SimpleNamespace(reward=SimpleNamespace(max_error_fraction=0.25)))
+    tr = SimpleNamespace(cfg=SimpleNamespace(reward=SimpleNamespace(max_error_fraction=0.25)),
+                         invalid_groups_total=0, groups_total=0)
     _check_invalid(tr, 1, 16)  # 1/16 dropped: fine
     _check_invalid(tr, 3, 16)  # 4/32 = 0.125: fine
     with pytest.raises(TrainingError, match=r"13/48 prompt groups .* reward.max_error_fraction=0.25"):

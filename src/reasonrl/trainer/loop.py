@@ -107,6 +107,7 @@ class Trainer:
         self.cursor = 0
         self.rl_seconds = 0.0
         self.last_eval_correct: list[bool] = []
+        self.invalid_groups_total = self.groups_total = 0  # ungradable vs all prompt groups (_check_invalid)
         from reasonrl.eval.runner import heldout_tasks
 
         self.test_tasks = heldout_tasks(cfg)
@@ -482,8 +483,8 @@ class Trainer:
 def _check_invalid(trainer: "Trainer", invalid: int, groups: int) -> None:
     """Stop when ungradable groups (dropped, never scored 0) exceed ``reward.max_error_fraction`` of
     all groups so far: past that the run is training on what the graders happen to survive."""
-    trainer.invalid_groups_total = getattr(trainer, "invalid_groups_total", 0) + invalid
-    trainer.groups_total = getattr(trainer, "groups_total", 0) + groups
+    trainer.invalid_groups_total += invalid
+    trainer.groups_total += groups
     limit = trainer.cfg.reward.max_error_fraction
     if trainer.invalid_groups_total > limit * trainer.groups_total:
         raise TrainingError(
