@@ -80,6 +80,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from reasonrl.tasks import load_tasks
+    from reasonrl.tasks.formats import write_verl_parquet
+
+    tasks = load_tasks(args.source, args.n, split=args.split, seed=args.seed)
+    print(f"wrote {len(tasks)} tasks to {write_verl_parquet(tasks, args.out)} (veRL RL parquet)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from reasonrl.report import build_report
 
@@ -152,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["build-default"])
     m.add_argument("--force", action="store_true")
     m.set_defaults(func=cmd_models)
+
+    da = sub.add_parser("data", help="write tasks out in another framework's format")
+    dsub = da.add_subparsers(dest="action", required=True)
+    dx = dsub.add_parser("export", help="write a task source (e.g. builtin:arith) as veRL RL parquet")
+    dx.add_argument("source", help="builtin:<family>, reasoning_gym:<name> or a data file")
+    dx.add_argument("out", help="output .parquet path")
+    dx.add_argument("--n", type=int, default=1000, help="number of tasks (default 1000; files: 0 = all rows)")
+    dx.add_argument("--split", default="train", help="train or test (default train)")
+    dx.add_argument("--seed", type=int, default=0)
+    dx.set_defaults(func=cmd_data)
 
     r = sub.add_parser("report", help="rebuild report.html for a run directory")
     r.add_argument("run_dir")

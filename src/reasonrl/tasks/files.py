@@ -1,5 +1,7 @@
 """Load user tasks from ``.jsonl``, ``.parquet`` or a Hugging Face ``datasets`` ``save_to_disk`` folder.
 
+Rows in veRL's RL format or TRL's prompt formats are read as they are (``reasonrl.tasks.formats``).
+
 Every row needs ``prompt`` (string) and ``answer`` (string or number); ``solution`` (string) and
 ``verifier`` (string, default ``"math"``) are optional, an ``id``/``uid`` column names the task, and
 every other column lands in ``Task.meta`` (e.g. Countdown's ``numbers`` and ``target``). Code tasks
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from reasonrl.tasks.base import Task
+from reasonrl.tasks.formats import FormatError, detect, to_reasonrl_row
 
 FORMATS = (".jsonl", ".parquet", "a datasets save_to_disk directory")
 _FIELDS_HINT = "every row needs 'prompt' (string) and 'answer' (string or number)"
@@ -50,6 +53,10 @@ def row_to_task(row: Any, path: Path, row_no: int, part: str | None = None) -> T
     where = _where(path, row_no, part)
     if not isinstance(row, dict):
         raise TaskDataError(f"{where}: expected an object with fields, got {type(row).__name__}; {_FIELDS_HINT}")
+    try:
+        row = to_reasonrl_row(row)  # veRL / TRL rows, read as they are (tasks/formats.py)
+    except FormatError as e:
+        raise TaskDataError(f"{where} ({detect(row)} format): {e}") from None
     if _is_code_row(row):
         return _code_row_to_task(row, path, row_no, part, where)
     for name in ("prompt", "answer"):

@@ -19,7 +19,8 @@ def render_prompt(task: Task, template: str, tokenizer=None) -> str:
     """The prompt string for ``task`` under ``template`` (one of ``TEMPLATES``).
 
     ``chat`` needs a tokenizer with a chat template; it renders the boxed instruction as one user
-    turn with the generation prompt appended.
+    turn with the generation prompt appended, or a dataset's own chat messages (``meta["messages"]``,
+    from veRL/TRL rows) unchanged, since those prompts carry their own answer instruction.
     """
     if template == "plain":
         return task.prompt + "\n"
@@ -32,6 +33,8 @@ def render_prompt(task: Task, template: str, tokenizer=None) -> str:
             what = "no tokenizer was given" if tokenizer is None else "the tokenizer has no chat_template"
             raise ValueError(f"template 'chat' needs a tokenizer with a chat template, but {what}; "
                              f"use template 'boxed' for base models or 'plain' for the tiny model")
-        return tokenizer.apply_chat_template([{"role": "user", "content": question + BOXED_SUFFIX}],
-                                             tokenize=False, add_generation_prompt=True)
+        msgs = task.meta.get("messages")  # a veRL/TRL chat prompt: rendered exactly as the dataset wrote it
+        if not msgs:
+            msgs = [{"role": "user", "content": question + BOXED_SUFFIX}]
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)}")
