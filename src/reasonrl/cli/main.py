@@ -89,6 +89,29 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    from reasonrl.dashboard import DashboardError, DashboardServer, export_static
+
+    try:
+        if args.export:
+            print(f"wrote {export_static([Path(args.runs)], Path(args.export))}")
+            return 0
+        server = DashboardServer(Path(args.runs), host=args.host, port=args.port)
+    except DashboardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach this machine can read these runs", file=sys.stderr)
+    print(f"reasonrl dashboard for {args.runs}: {server.url}  (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_report(args) -> int:
     from reasonrl.report import build_report
 
@@ -171,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--split", default="train", help="train or test (default train)")
     dx.add_argument("--seed", type=int, default=0)
     dx.set_defaults(func=cmd_data)
+
+    db = sub.add_parser("dashboard", help="live web page over run directories (plots, distributions, samples)")
+    db.add_argument("runs", nargs="?", default="runs", help="a runs folder or one run directory (default: runs)")
+    db.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    db.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    db.add_argument("--export", default=None, metavar="HTML", help="write a static snapshot page instead of serving")
+    db.set_defaults(func=cmd_dashboard)
 
     r = sub.add_parser("report", help="rebuild report.html for a run directory")
     r.add_argument("run_dir")

@@ -1,0 +1,115 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven through chromedriver.
+
+Installed by `make browser` (part of `make install`); the tests skip, saying so, only when the
+browser cannot be found. Screenshots are kept under test-artifacts/dashboard/ (or
+$REASONRL_TEST_ARTIFACTS) for a person to look at.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonrl.dashboard import DashboardServer, export_static
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install 'reasonrl[dashboard]'")
+if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+    pytest.skip("headless Chromium not installed: run `make browser` (Debian chromium + chromium-driver)",
+                allow_module_level=True)
+
+ARTIFACTS = Path(os.environ.get("REASONRL_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")) / "dashboard"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1400,1800", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv.set_script_timeout(20)
+    yield drv
+    drv.quit()
+
+
+def wait_for(drv, script, ok, timeout=20.0):
+    end = time.monotonic() + timeout
+    val = None
+    while time.monotonic() < end:
+        val = drv.execute_script(script)
+        if ok(val):
+            return val
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting: {script} -> {val!r}")
+
+
+def console_errors(drv):
+    return [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def shot(drv, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    drv.save_screenshot(str(ARTIFACTS / name))
+
+
+TRACE_LENGTHS = ("const d = document.getElementById('plot-reward/mean');"
+                 "return d && d.data ? d.data.map(t => [t.name, t.x.length]) : null;")
+
+
+def test_live_page_lists_runs_plots_searches_and_updates(runs, browser):
+    srv = DashboardServer(runs, port=0)
+    srv.start()
+    try:
+        browser.get(srv.url)
+        names = wait_for(browser, "return [...document.querySelectorAll('li.run label')].map(e => e.textContent.trim())",
+                         lambda v: len(v) == 2)
+        assert names == ["alpha", "beta"]
+        assert wait_for(browser, TRACE_LENGTHS, lambda v: v and len(v) == 2) == [["alpha", 5], ["beta", 2]]
+        # the sample browser finds a known sample, shades its tokens, and shows model output as text
+        browser.execute_script("const s = document.getElementById('sample-run'); s.value = 'alpha';"
+                               "s.dispatchEvent(new Event('change'));"
+                               "const q = document.getElementById('sample-search'); q.value = 'zebra-42';"
+                               "q.dispatchEvent(new Event('input'));")
+        rows = wait_for(browser, "return [...document.querySelectorAll('tr.sample')].map(r => r.textContent)",
+                        lambda v: len(v) == 1 and "zebra-42" in v[0])
+        assert "a3" in rows[0]
+        assert browser.execute_script("return document.querySelectorAll('tr.sample span.tok').length") == 4
+        shot(browser, "live_search.png")
+        # a run still being written: new metric rows appear without a reload
+        with (runs / "beta" / "metrics.jsonl").open("a") as f:
+            for s in (3, 4):
+                f.write(json.dumps({"step": s, "reward/mean": 0.5}) + "\n")
+        assert wait_for(browser, TRACE_LENGTHS, lambda v: v and v[1][1] == 4)[1] == ["beta", 4]
+        browser.execute_script("const s = document.getElementById('sample-run'); s.value = 'beta';"
+                               "s.dispatchEvent(new Event('change'));"
+                               "const q = document.getElementById('sample-search'); q.value = '';"
+                               "q.dispatchEvent(new Event('input'));")
+        wait_for(browser, "return [...document.querySelectorAll('tr.sample')].map(r => r.textContent)",
+                 lambda v: len(v) == 1 and "<script>alert(1)</script>" in v[0])
+        assert browser.execute_script("return document.querySelectorAll('tr.sample script').length") == 0
+        shot(browser, "live_updated.png")
+        assert console_errors(browser) == []
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_static_export_shows_the_same_page_offline(runs, browser, tmp_path):
+    out = export_static([runs], tmp_path / "dashboard.html")
+    browser.get(out.as_uri())
+    assert wait_for(browser, TRACE_LENGTHS, lambda v: v and len(v) == 2) == [["alpha", 5], ["beta", 2]]
+    dist = wait_for(browser, "const d = document.getElementById('dist-reward'); return d.data ? d.data[0].x.length : 0",
+                    lambda v: v > 0)
+    assert dist == 5
+    shot(browser, "static_export.png")
+    assert console_errors(browser) == []
