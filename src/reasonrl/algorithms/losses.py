@@ -2,7 +2,7 @@
 
 Each loss takes per-token tensors (B, T) and a mask, builds a per-token loss matrix and reduces it
 with :func:`agg_loss`; extra keyword arguments (``num_tokens``, ``num_seqs``, ``loss_scale_factor``,
-``divide_by_batch``, ``dp_size``) pass straight through so gradient accumulation is exact.
+``batch_divisor``, ``dp_size``) pass straight through so gradient accumulation is exact.
 Metrics are detached 0-dim tensors (no host sync; the trainer decides when to ``.item()``).
 """
 
