@@ -1,5 +1,8 @@
 """Masked statistics, log-prob/entropy helpers and loss aggregation (spec §0, §6.11, §6.12).
 
+"veRL" in these docstrings means the veRL 0.9.1 wheel (``verl/utils/torch_functional.py``,
+``verl/trainer/ppo/core_algos.py``) unless another version is named.
+
 Conventions: tensors are (B, T), right-padded; ``mask`` is 1 on tokens that count (generated tokens,
 tool/observation tokens excluded) and may be bool or float 0/1. Masked positions are *selected out*
 with ``torch.where`` rather than multiplied, so a ``-inf``/NaN sitting on padding never leaks.
@@ -26,14 +29,14 @@ def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Masked mean with veRL's ``+1e-8`` denominator, so an empty row gives 0 rather than NaN."""
+    """Masked mean with veRL 0.9.1's ``+1e-8`` denominator, so an empty row gives 0 rather than NaN."""
     m = _fmask(mask, x)
     den = m.sum() if dim is None else m.sum(dim)
     return masked_sum(x, mask, dim) / (den + 1e-8)
 
 
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance over all masked positions (Bessel-corrected by default, as veRL's whitening).
+    """Variance over all masked positions (Bessel-corrected by default, as veRL 0.9.1's whitening).
 
     Raises ValueError when there are too few tokens to define it (≤1 unbiased, 0 biased) instead of
     silently returning NaN/inf that would poison a whole batch of advantages.
@@ -51,7 +54,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
 
 
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
-    """``(x − μ)·rsqrt(σ² + 1e-8)`` with μ, σ² over the masked positions (Bessel variance).
+    """``(x − μ)·rsqrt(σ² + 1e-8)`` with μ, σ² over the masked positions (Bessel variance), as veRL 0.9.1.
 
     ``shift_mean=False`` restores the mean afterwards (scale-only whitening). Padding positions are
     transformed too; callers multiply by the mask when they need zeros there.

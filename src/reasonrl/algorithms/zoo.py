@@ -74,8 +74,8 @@ class _EntropyAdv:
 
 # ------------------------------------------------------------------------------------------ PPO
 class PPOParams(ClipParams):
-    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount (veRL default 1).")
-    lam: float = Field(1.0, ge=0, le=1, description="GAE lambda (veRL default 1).")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount (veRL 0.9.1 default 1).")
+    lam: float = Field(1.0, ge=0, le=1, description="GAE lambda (veRL 0.9.1 default 1).")
     vf_coef: float = Field(0.5, ge=0, description="Weight of the clipped value loss.")
     vf_clip: float | None = Field(0.5, description="Value clip range around the rollout-time values (None = off).")
     value_detach: bool = Field(True, description="Stop value-loss gradients at the hidden states, so the critic "
@@ -214,7 +214,7 @@ class RLOO(GRPO):
 class RPPParams(ClipParams):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of the return-to-go.")
     kl_reward_coef: float = Field(0.001, ge=0, description="beta of the KL penalty folded into the token rewards (0 = off, no reference).")
-    kl_reward_type: Literal[KL_KINDS] = Field("k1", description="KL estimator in the reward (veRL kl_penalty).")
+    kl_reward_type: Literal[KL_KINDS] = Field("k1", description="KL estimator in the reward (veRL 0.9.1 algorithm.kl_penalty, default kl = k1).")
     kl_adaptive: bool = Field(False, description="Adaptive beta (Ziegler et al.) instead of a fixed one.")
     kl_target: float = Field(0.1, gt=0, description="Target KL of the adaptive controller.")
     kl_horizon: int = Field(10000, gt=0, description="Horizon of the adaptive controller.")
