@@ -173,6 +173,18 @@ def test_reinforce_pp_by_hand():
     _close(adv, [[w[0], w[1], w[2], 0], [w[3], w[4], 0, 0], [w[5], 0, w[6], 0]])
 
 
+def test_reinforce_pp_interior_mask_carries_like_verl_091_or_resets_like_verl_08():
+    """veRL 0.9.1 carries the running return through a masked span unchanged (a reward sitting on a
+    masked token is ignored); veRL 0.4.1-0.8.0 reset it to 0 after each masked token."""
+    r = torch.tensor([[0, 5, 0, 1]], dtype=D)  # the 5 sits on a masked (tool) token
+    m = torch.tensor([[1, 1, 0, 1]], dtype=D)
+    m[0, 1] = 0
+    _, carry = reinforce_pp(r, m, gamma=0.5)
+    _close(carry, [[0.5, 0, 0, 1]])  # t=0: 0 + 0.5 * 1 (the span t=1..2 neither discounts nor adds)
+    _, reset = reinforce_pp(r, m, gamma=0.5, reset_at_mask=True)
+    _close(reset, [[0, 0, 0, 1]])
+
+
 def test_reinforce_pp_matches_loop_on_random_batch():
     b = make_random_batch()
     r = b.token_rewards.clone()

@@ -94,13 +94,32 @@ def test_agg_modes_by_hand():
     assert agg_loss(X, M, "seq-mean-token-sum").item() == pytest.approx((3 + 18) / 2)
     assert agg_loss(X, M, "seq-mean-token-mean").item() == pytest.approx((1.5 + 6) / 2)
     assert agg_loss(X, M, "seq-mean-token-mean", num_seqs=5).item() == pytest.approx(7.5 / 5)
-    # Dr.GRPO: veRL divides by T (=4) only; TRL also by the number of rows
-    assert agg_loss(X, M, "seq-mean-token-sum-norm").item() == pytest.approx(21 / 4)
-    assert agg_loss(X, M, "seq-mean-token-sum-norm", loss_scale_factor=7).item() == pytest.approx(3.0)
-    assert agg_loss(X, M, "seq-mean-token-sum-norm", divide_by_batch=True).item() == pytest.approx(21 / 12)
-    assert agg_loss(X, M, "seq-mean-token-sum-norm", divide_by_batch=True, num_seqs=2).item() == pytest.approx(21 / 8)
+    # Dr.GRPO: veRL 0.9.1 divides the row sums by the non-empty rows (2) and by T (4); TRL by all rows (3)
+    # and T; veRL <= 0.7.0 by T only
+    assert agg_loss(X, M, "seq-mean-token-sum-norm").item() == pytest.approx(21 / 2 / 4)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", loss_scale_factor=7).item() == pytest.approx(21 / 2 / 7)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", num_seqs=5).item() == pytest.approx(21 / 5 / 4)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", batch_divisor="rows").item() == pytest.approx(21 / 12)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", batch_divisor="rows", num_seqs=2).item() == pytest.approx(21 / 8)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", batch_divisor="none").item() == pytest.approx(21 / 4)
+    assert agg_loss(X, M, "seq-mean-token-sum-norm", batch_divisor="none", num_seqs=5).item() == pytest.approx(21 / 4)
     with pytest.raises(ValueError):
         agg_loss(X, M, "sum")
+    with pytest.raises(ValueError, match="batch_divisor"):
+        agg_loss(X, M, "seq-mean-token-sum-norm", batch_divisor="all")
+
+
+def test_seq_mean_token_sum_norm_follows_verl_091_and_keeps_the_old_form():
+    """Issue 11 item 1: ones(3, 4), row lengths 2, 1, 0. veRL 0.9.1's agg_loss: (2 + 1) / 2 non-empty
+    rows / T=4 = 0.375 (verl/trainer/ppo/core_algos.py, read from the 0.9.1 wheel); veRL 0.4.1-0.7.0:
+    (2 + 1) / 4 = 0.75; TRL 1.16 dr_grpo: (2 + 1) / (3 rows * 4) = 0.25."""
+    x = torch.ones(3, 4, dtype=D)
+    m = (torch.arange(4)[None] < torch.tensor([2, 1, 0])[:, None]).to(D)
+    assert agg_loss(x, m, "seq-mean-token-sum-norm").item() == 0.375
+    assert agg_loss(x, m, "seq-mean-token-sum-norm", batch_divisor="none").item() == 0.75
+    assert agg_loss(x, m, "seq-mean-token-sum-norm", batch_divisor="rows").item() == 0.25
+    # a global batch size passed by the trainer replaces the local count (veRL's global_batch_size)
+    assert agg_loss(x, m, "seq-mean-token-sum-norm", num_seqs=6, dp_size=2).item() == pytest.approx(3 / 6 / 4 * 2)
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
@@ -126,7 +145,7 @@ def _loop_agg(x, m, mode, T):
     if mode == "token-mean":
         return tot / ntok
     if mode == "seq-mean-token-sum-norm":
-        return tot / T
+        return tot / len(seqs) / T
     return sum(seqs) / len(seqs)
 
 

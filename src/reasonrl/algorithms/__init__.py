@@ -7,6 +7,7 @@ family. Recipes (which pieces a named algorithm combines) live on top of these f
 from .advantages import dapo_overlong_penalty, entropy_shaped, gae, grpo, reinforce_pp, reinforce_pp_baseline, rloo
 from .core import (
     AGG_MODES,
+    SUM_NORM_DIVISORS,
     agg_loss,
     entropy_from_logits,
     group_index,
@@ -34,7 +35,7 @@ from .losses import (
 )
 
 __all__ = [
-    "AGG_MODES", "agg_loss", "entropy_from_logits", "group_index", "group_mean_std", "logprobs_from_logits",
+    "AGG_MODES", "SUM_NORM_DIVISORS", "agg_loss", "entropy_from_logits", "group_index", "group_mean_std", "logprobs_from_logits",
     "masked_mean", "masked_sum", "masked_var", "masked_whiten",
     "gae", "grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "entropy_shaped", "dapo_overlong_penalty",
     "ppo_clip_loss", "gspo_loss", "sft_nll", "kl_penalty", "KL_KINDS", "value_loss", "entropy_bonus",

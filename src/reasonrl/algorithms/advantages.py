@@ -1,6 +1,7 @@
 """Advantage estimators (spec §6.1–§6.5, §6.7) and entropy-based shaping (spec §3).
 
-Every estimator runs under ``torch.no_grad`` and returns ``(advantages, returns)``, both (B, T) and
+"veRL" below means the veRL 0.9.1 wheel (``verl/trainer/ppo/core_algos.py``) unless another version
+is named. Every estimator runs under ``torch.no_grad`` and returns ``(advantages, returns)``, both (B, T) and
 zero on masked positions. Outcome estimators take the scalar score per sequence ``scores`` (B,);
 a (B, T) token-reward tensor is accepted too and summed per row (``s_i = Σ_t r[i,t]``, spec §0).
 """
@@ -40,7 +41,7 @@ def _out_dtype(*xs: Tensor) -> torch.dtype:
 def _whiten_or_zero(x: Tensor, mask: Tensor) -> Tensor:
     """Batch whitening; a batch with < 2 valid tokens carries no relative signal → zeros.
 
-    (veRL raises there; a step with all-empty responses should be a no-op, not a crash.)
+    (veRL 0.9.1's ``masked_var`` raises there; a step with all-empty responses should be a no-op, not a crash.)
     """
     m = mask.bool()
     if int(m.sum()) < 2:
@@ -54,9 +55,11 @@ def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
     """Generalised advantage estimation (Schulman et al. 2015, arXiv 1506.02438; spec §6.1).
 
     Backward pass with masked positions skipped: V_next and Â_next are taken at the next *valid*
-    token, so tool/observation spans inside a response neither bootstrap nor discount.
-    ``returns = Â + V`` before whitening; advantages are whitened over all valid tokens of the
-    batch (veRL). Defaults γ = λ = 1 as veRL and the entropy-advantage paper's PPO runs.
+    token, so tool/observation spans inside a response neither bootstrap nor discount (veRL ≥ 0.6.1;
+    0.4.1 did not skip). ``returns = Â + V`` before whitening; advantages are whitened over all valid
+    tokens of the batch. Equals veRL 0.9.1's ``compute_gae_advantage_return`` on valid tokens (veRL
+    leaves carried values on masked ones, we write 0). Defaults γ = λ = 1 as veRL 0.9.1's config and
+    the entropy-advantage paper's PPO runs.
     """
     m = mask.bool()
     b, t_len = values.shape
@@ -82,8 +85,9 @@ def grpo(scores: Tensor, group_ids: Tensor, mask: Tensor, norm_by_std: bool = Tr
     """GRPO outcome advantage (Shao et al. 2024, arXiv 2402.03300; spec §6.2).
 
     ``A_i = (s_i − μ_G)/(σ_G + eps)`` with the unbiased (N−1) group std; ``norm_by_std=False`` is
-    Dr.GRPO's ``s_i − μ_G`` (Liu et al. 2025, arXiv 2503.20783). Singleton group: A = s exactly
-    (veRL's μ=0, σ=1 gives s/(1+eps), a 1e-6 relative difference). All-equal group → exactly 0.
+    Dr.GRPO's ``s_i − μ_G`` (Liu et al. 2025, arXiv 2503.20783). Equals veRL 0.9.1's
+    ``compute_grpo_outcome_advantage`` except: singleton group A = s exactly (veRL's μ=0, σ=1 gives
+    s/(1+eps), a 1e-6 relative difference); all-equal group exactly 0 (veRL: float round-off).
     Broadcast over the response mask; returns = advantages.
     """
     s = _scores(scores)
@@ -103,7 +107,7 @@ def rloo(scores: Tensor, group_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tenso
     """RLOO leave-one-out baseline (Ahmadian et al. 2024, arXiv 2402.14740; spec §6.4).
 
     ``A_i = s_i − mean_{j≠i} s_j = N/(N−1)·(s_i − μ_G)``; a singleton group gets A = s.
-    All-equal groups give exactly 0.
+    All-equal groups give exactly 0. Equals veRL 0.9.1's ``compute_rloo_outcome_advantage``.
     """
     s = _scores(scores)
     mean, _, counts, equal = group_mean_std(s, group_ids, unbiased=True)
@@ -116,23 +120,26 @@ def rloo(scores: Tensor, group_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tenso
 
 
 @torch.no_grad()
-def reinforce_pp(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> tuple[Tensor, Tensor]:
+def reinforce_pp(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0,
+                 reset_at_mask: bool = False) -> tuple[Tensor, Tensor]:
     """REINFORCE++ (Hu 2025, arXiv 2501.03262; spec §6.5): whitened discounted return-to-go.
 
     ``G_t = r_t + γ G_{t+1}`` over valid tokens; advantages = batch-whitened G × mask,
-    returns = G × mask. Differs from veRL only for *interior* masked spans (tool tokens): veRL
-    resets the running return there, which hides the outcome reward from earlier turns; we carry
-    it through (undiscounted) instead. Identical for right-padded masks. KL, if any, is expected
-    in ``token_rewards`` already (``kl_in_reward``).
+    returns = G × mask. Masked tokens (tool/observation spans) are skipped: the running return is
+    carried through them unchanged (no discount, their rewards ignored), so an outcome reward still
+    reaches earlier turns — veRL 0.9.1's ``compute_reinforce_plus_plus_outcome_advantage``.
+    ``reset_at_mask=True`` restarts the return at 0 after every masked token, as veRL 0.4.1–0.8.0
+    did. Both agree for right-padded masks. KL, if any, is expected in ``token_rewards`` already
+    (``kl_in_reward``).
     """
-    m = mask.to(token_rewards.dtype)
+    m = mask.bool()
     running = token_rewards.new_zeros(token_rewards.shape[0])
     ret = torch.zeros_like(token_rewards)
     for t in reversed(range(token_rewards.shape[1])):
         mt = m[:, t]
-        running = token_rewards[:, t] + (mt * gamma + (1 - mt)) * running
-        ret[:, t] = running
-    ret = ret * m
+        new = token_rewards[:, t] + gamma * running
+        ret[:, t] = torch.where(mt, new, 0.0)
+        running = torch.where(mt, new, 0.0 if reset_at_mask else running)
     return _whiten_or_zero(ret, mask), ret
 
 
@@ -140,7 +147,8 @@ def reinforce_pp(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> tup
 def reinforce_pp_baseline(scores: Tensor, group_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """REINFORCE++-baseline (spec §6.5): ``s_i − μ_G`` broadcast, then global whitening × mask.
 
-    Singleton group: μ=0 (veRL), so its row carries the raw score into the whitening.
+    Equals veRL 0.9.1's ``compute_reinforce_plus_plus_baseline_outcome_advantage``. Singleton
+    group: μ=0 (as veRL), so its row carries the raw score into the whitening.
     """
     s = _scores(scores)
     mean, _, counts, equal = group_mean_std(s, group_ids, unbiased=True)
@@ -176,8 +184,8 @@ def dapo_overlong_penalty(lengths: Tensor, max_len: int, buffer_len: int, factor
     """DAPO soft overlong punishment (Yu et al. 2025, arXiv 2503.14476; spec §6.7), per sequence.
 
     ``min(−(L − (L_max − L_buf))/L_buf · factor, 0)``: 0 up to L_max − L_buf, then linear to
-    −factor at L_max (not clamped beyond). Add it to the scalar score. veRL defaults:
-    L_max 20480, L_buf 4096, factor 1.0.
+    −factor at L_max (not clamped beyond). Add it to the scalar score. Same formula as veRL 0.9.1's
+    ``DAPORewardManager``; the DAPO recipe script uses L_max 20480, L_buf 4096, factor 1.0.
     """
     if not 0 < buffer_len <= max_len:
         raise ValueError(f"need 0 < buffer_len <= max_len, got buffer_len={buffer_len}, max_len={max_len}")

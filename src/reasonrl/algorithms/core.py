@@ -1,5 +1,8 @@
 """Masked statistics, log-prob/entropy helpers and loss aggregation (spec §0, §6.11, §6.12).
 
+"veRL" in these docstrings means the veRL 0.9.1 wheel (``verl/utils/torch_functional.py``,
+``verl/trainer/ppo/core_algos.py``) unless another version is named.
+
 Conventions: tensors are (B, T), right-padded; ``mask`` is 1 on tokens that count (generated tokens,
 tool/observation tokens excluded) and may be bool or float 0/1. Masked positions are *selected out*
 with ``torch.where`` rather than multiplied, so a ``-inf``/NaN sitting on padding never leaks.
@@ -26,14 +29,14 @@ def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Masked mean with veRL's ``+1e-8`` denominator, so an empty row gives 0 rather than NaN."""
+    """Masked mean with veRL 0.9.1's ``+1e-8`` denominator, so an empty row gives 0 rather than NaN."""
     m = _fmask(mask, x)
     den = m.sum() if dim is None else m.sum(dim)
     return masked_sum(x, mask, dim) / (den + 1e-8)
 
 
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance over all masked positions (Bessel-corrected by default, as veRL's whitening).
+    """Variance over all masked positions (Bessel-corrected by default, as veRL 0.9.1's whitening).
 
     Raises ValueError when there are too few tokens to define it (≤1 unbiased, 0 biased) instead of
     silently returning NaN/inf that would poison a whole batch of advantages.
@@ -51,7 +54,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
 
 
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
-    """``(x − μ)·rsqrt(σ² + 1e-8)`` with μ, σ² over the masked positions (Bessel variance).
+    """``(x − μ)·rsqrt(σ² + 1e-8)`` with μ, σ² over the masked positions (Bessel variance), as veRL 0.9.1.
 
     ``shift_mean=False`` restores the mean afterwards (scale-only whitening). Padding positions are
     transformed too; callers multiply by the mask when they need zeros there.
@@ -89,6 +92,9 @@ def _count(value, like: Tensor) -> Tensor:
     return t.clamp_min(1)
 
 
+SUM_NORM_DIVISORS = ("nonempty", "rows", "none")
+
+
 def agg_loss(
     loss_mat: Tensor,
     mask: Tensor,
@@ -97,27 +103,30 @@ def agg_loss(
     num_tokens: int | float | Tensor | None = None,
     num_seqs: int | float | Tensor | None = None,
     loss_scale_factor: float | None = None,
-    divide_by_batch: bool = False,
+    batch_divisor: str = "nonempty",
     dp_size: int = 1,
 ) -> Tensor:
-    """Reduce a per-token loss (B, T) to a scalar (spec §6.11).
+    """Reduce a per-token loss (B, T) to a scalar (spec §6.11); checked against veRL 0.9.1's ``agg_loss``.
 
     Modes:
 
     * ``token-mean``: Σ m·ℓ / N_tok. ``num_tokens`` is the token count of the *whole mini-batch*
-      (all micro-batches, all ranks); summing the micro-batch results then gives exactly
-      Σm·ℓ/Σm over the mini-batch — DAPO's token-level loss, exact even when micro-batches hold
-      different token counts (veRL's legacy per-micro-batch mean only approximates it).
-    * ``seq-mean-token-sum``: mean over non-empty sequences of Σ_t m·ℓ.
-    * ``seq-mean-token-mean``: mean over non-empty sequences of Σ_t m·ℓ / L_i (GRPO paper).
-      For both seq modes ``num_seqs`` is the count of non-empty sequences in the mini-batch.
-    * ``seq-mean-token-sum-norm``: Σ m·ℓ / ``loss_scale_factor`` (default T, the padded width;
-      prefer a constant such as max_response_length so the scale does not vary with padding).
-      This is veRL's ``agg_loss``: **no division by B**. Dr.GRPO's paper and TRL's ``dr_grpo``
-      divide by B·T_max; get that with ``divide_by_batch=True``, which also divides by
-      ``num_seqs`` if given else the number of rows B (TRL counts all rows, empty ones included,
-      so pass the mini-batch's row count as ``num_seqs`` here). Default False matches veRL, where
-      the trainer's micro/mini scaling supplies the batch factor.
+      (all micro-batches, all ranks; veRL's ``batch_num_tokens``); summing the micro-batch results
+      then gives exactly Σm·ℓ/Σm over the mini-batch — DAPO's token-level loss.
+    * ``seq-mean-token-sum``: Σ_i (Σ_t m·ℓ) / N_seq, N_seq = non-empty rows or ``num_seqs``.
+    * ``seq-mean-token-mean``: Σ_i (Σ_t m·ℓ / L_i) / N_seq (GRPO paper).
+    * ``seq-mean-token-sum-norm`` (Dr.GRPO): Σ_i (Σ_t m·ℓ) / N_seq / ``loss_scale_factor``
+      (default T, the padded width; prefer a constant such as max_response_length). ``batch_divisor``
+      picks N_seq for this mode only:
+
+      - ``"nonempty"`` (default): non-empty rows, or ``num_seqs`` when given (veRL's
+        ``global_batch_size``) — veRL 0.7.1–0.9.1. Example: ones(3, 4) with row lengths 2, 1, 0
+        gives (2 + 1) / 2 / 4 = 0.375.
+      - ``"rows"``: all B rows, empty ones included, or ``num_seqs`` — the Dr.GRPO paper's
+        1/(B·T_max) and TRL 1.16's ``loss_type="dr_grpo"`` (``size(0) · max_completion_length``).
+      - ``"none"``: no division by rows, Σ m·ℓ / T — veRL 0.4.x–0.7.0 (checked 0.4.1, 0.5.0,
+        0.6.x, 0.7.0), where the trainer's micro/mini scaling supplied the batch factor; the same
+        example gives 0.75.
 
     Normalisers use the exact counts (no ``+1e-8``) clamped to ≥1: an all-masked input yields 0
     with a defined (zero) gradient. ``dp_size`` multiplies the result when global counts are
@@ -125,31 +134,39 @@ def agg_loss(
     """
     if mode not in AGG_MODES:
         raise ValueError(f"unknown loss aggregation mode {mode!r}; expected one of {AGG_MODES}")
+    if batch_divisor not in SUM_NORM_DIVISORS:
+        raise ValueError(f"unknown batch_divisor {batch_divisor!r}; expected one of {SUM_NORM_DIVISORS}")
     m = _fmask(mask, loss_mat)
     scale_by_dp = False
     if mode == "token-mean":
         den = _count(m.sum() if num_tokens is None else num_tokens, loss_mat)
         scale_by_dp = num_tokens is not None
         out = masked_sum(loss_mat, mask) / den
-    elif mode in ("seq-mean-token-sum", "seq-mean-token-mean"):
+    elif mode == "seq-mean-token-sum-norm" and batch_divisor == "none":
+        out = masked_sum(loss_mat, mask) / _scale_factor(loss_mat, loss_scale_factor)
+    else:
         lengths = m.sum(dim=-1)
         seq = masked_sum(loss_mat, mask, dim=-1)
         if mode == "seq-mean-token-mean":
             seq = seq / lengths.clamp_min(1)
-        nonempty = (lengths > 0).to(loss_mat.dtype).sum()
-        den = _count(nonempty if num_seqs is None else num_seqs, loss_mat)
+        if num_seqs is not None:
+            count = num_seqs
+        elif mode == "seq-mean-token-sum-norm" and batch_divisor == "rows":
+            count = loss_mat.shape[0] if loss_mat.dim() > 1 else 1
+        else:
+            count = (lengths > 0).to(loss_mat.dtype).sum()
         scale_by_dp = num_seqs is not None
-        out = seq.sum() / den
-    else:  # seq-mean-token-sum-norm
-        factor = float(loss_mat.shape[-1]) if loss_scale_factor is None else float(loss_scale_factor)
-        if factor <= 0:
-            raise ValueError(f"loss_scale_factor must be > 0, got {factor}")
-        out = masked_sum(loss_mat, mask) / factor
-        if divide_by_batch:
-            rows = loss_mat.shape[0] if loss_mat.dim() > 1 else 1
-            out = out / _count(rows if num_seqs is None else num_seqs, loss_mat)
-            scale_by_dp = num_seqs is not None
+        out = seq.sum() / _count(count, loss_mat)
+        if mode == "seq-mean-token-sum-norm":
+            out = out / _scale_factor(loss_mat, loss_scale_factor)
     return out * dp_size if scale_by_dp and dp_size != 1 else out
+
+
+def _scale_factor(loss_mat: Tensor, loss_scale_factor: float | None) -> float:
+    factor = float(loss_mat.shape[-1]) if loss_scale_factor is None else float(loss_scale_factor)
+    if factor <= 0:
+        raise ValueError(f"loss_scale_factor must be > 0, got {factor}")
+    return factor
 
 
 def group_index(group_ids: Tensor) -> tuple[Tensor, Tensor]:

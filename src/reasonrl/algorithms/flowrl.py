@@ -83,8 +83,8 @@ def flowrl_loss(
       reduced by masked token-mean (the code passes GRPO advantages).
     * ``w`` is detached and built from the *full* sequence log-ratio ``Σ_t m_t(logp − old)`` in
       ≥ fp32 (half inputs are upcast), clamped in log space before ``exp``: ``paper_clip`` = clip(ρ, 1−ε, 1+ε) (paper);
-      ``none`` = ρ (original code; log-ratio capped at ±20 only to stay finite);
-      ``cap`` = min(ρ, cap) (verl-recipe port, cap 10).
+      ``none`` = ρ (original code, Xuekai-Zhu/FlowRL @ decbc57; log-ratio capped at ±20 only to stay
+      finite); ``cap`` = min(ρ, cap) (verl-recipe @ 48ea0a7 port, cap 10).
     * Empty responses (L = 0) are excluded from the mean when ``drop_empty`` (their δ carries no
       policy term). ``num_seqs`` overrides the divisor for exact micro-batch accumulation.
     * A group with identical rewards has r̂ = 0 but a non-zero loss: it anchors ā_θ to ā_ref − log Z.

@@ -1,8 +1,11 @@
 """Policy, value, SFT, entropy and KL terms (spec §6.6–§6.11) and KL coefficient controllers.
 
+"veRL" below means the veRL 0.9.1 wheel (``verl/trainer/ppo/core_algos.py``, ``ray_trainer.py``,
+``_generated_ppo_trainer.yaml``) unless another version is named.
+
 Each loss takes per-token tensors (B, T) and a mask, builds a per-token loss matrix and reduces it
 with :func:`agg_loss`; extra keyword arguments (``num_tokens``, ``num_seqs``, ``loss_scale_factor``,
-``divide_by_batch``, ``dp_size``) pass straight through so gradient accumulation is exact.
+``batch_divisor``, ``dp_size``) pass straight through so gradient accumulation is exact.
 Metrics are detached 0-dim tensors (no host sync; the trainer decides when to ``.item()``).
 """
 
@@ -48,8 +51,10 @@ def ppo_clip_loss(
     """PPO clipped surrogate (Schulman et al. 2017, arXiv 1707.06347) with clip-higher and dual-clip.
 
     ``ρ = exp(clamp(logp − old, ±20))``; ``ℓ = max(−Aρ, −A·clip(ρ, 1−ε_low, 1+ε_high))``; with
-    ``clip_c`` (dual-clip, Ye et al. 2020, arXiv 1912.09729; c > 1, veRL default 3, DAPO recipe 10)
+    ``clip_c`` (dual-clip, Ye et al. 2020, arXiv 1912.09729; c > 1, DAPO recipe 10)
     tokens with A < 0 are further bounded by ``−A·c`` so a huge ratio cannot blow the loss up.
+    With ``clip_c=3`` this is veRL's ``compute_policy_loss_vanilla``, where dual-clip is always on
+    (``clip_ratio_c`` default 3); here it is off unless asked for.
     DAPO's clip-higher is ``clip_high=0.28`` (spec §6.7). ``is_weights`` (detached rollout
     importance weights for off-policy/async data) multiply ℓ before aggregation.
     Metrics (spec §6.6): clipfrac = frac(ℓ2 > ℓ1), clipfrac_lower = frac(dual-clip active),
@@ -129,7 +134,7 @@ def _kl_base(d: Tensor, kind: str) -> Tensor:
     if kind in ("mse", "k2"):
         return 0.5 * d.square()
     if kind in ("low_var_kl", "k3"):
-        # Schulman's k3 = e^{-d} + d - 1 >= 0, clamped as veRL to stay finite for extreme tokens.
+        # Schulman's k3 = e^{-d} + d - 1 >= 0, clamped as veRL 0.9.1 to stay finite for extreme tokens.
         r = torch.clamp(-d, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
         return torch.clamp(torch.exp(r) - r - 1, -10.0, 10.0)
     if kind == "full":
@@ -140,8 +145,8 @@ def _kl_base(d: Tensor, kind: str) -> Tensor:
 def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "low_var_kl") -> Tensor:
     """Per-token KL(π‖π_ref) estimators of the sampled tokens, d = logp − ref_logp (spec §6.8).
 
-    k1 = d, abs = |d|, k2 = ½d², k3 = e^{−d} + d − 1 (d clamped ±20, result clamped to [−10, 10]).
-    Suffix ``+`` (veRL ≥ 0.8): value of the base estimator, gradient of k2 — k2's gradient is the
+    k1 = d, abs = |d|, k2 = ½d², k3 = e^{−d} + d − 1 (d clamped ±20, result clamped to [−10, 10]),
+    as veRL 0.9.1's ``kl_penalty``. Suffix ``+`` (veRL ≥ 0.6.0): value of the base estimator, gradient of k2 — k2's gradient is the
     unbiased gradient of the sequence KL, while k1/k3 give biased or zero-mean gradients.
     """
     d = logp - ref_logp
@@ -161,7 +166,8 @@ def value_loss(
     agg: str = "token-mean",
     **agg_kwargs,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped value loss ``½·agg(max((v−R)², (clip(v, v_old±c) − R)²))`` (spec §6.11, veRL c=0.5).
+    """Clipped value loss ``½·agg(max((v−R)², (clip(v, v_old±c) − R)²))`` (spec §6.11; veRL 0.9.1's
+    ``compute_value_loss``, ``cliprange_value`` 0.5).
 
     ``clip=None`` gives the plain squared error. Metric ``vf_clipfrac`` = frac where the clipped
     branch is the larger one.
@@ -185,7 +191,7 @@ def entropy_bonus(entropy: Tensor, mask: Tensor, agg: str = "token-mean", **agg_
 
 
 class FixedKL:
-    """Constant KL-in-reward coefficient (veRL ``FixedKLController``)."""
+    """Constant KL-in-reward coefficient (veRL 0.9.1 ``FixedKLController``)."""
 
     def __init__(self, coef: float = 0.001):
         self.value = float(coef)
@@ -204,7 +210,8 @@ class AdaptiveKL:
     """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593; spec §6.9).
 
     ``β ← β·(1 + clip(KL/target − 1, ±0.2)·n_steps/horizon)``, n_steps = samples in the batch.
-    Defaults as veRL: init 0.001, target 0.1, horizon 10000. State round-trips for resume.
+    Same update and defaults as veRL 0.9.1's ``AdaptiveKLController`` / ``algorithm.kl_ctrl``: init
+    0.001, target 0.1, horizon 10000. State round-trips for resume.
     """
 
     def __init__(self, init: float = 0.001, target: float = 0.1, horizon: int = 10000):
@@ -236,10 +243,10 @@ def kl_in_reward(
     coef: float,
     kind: str = "kl",
 ) -> tuple[Tensor, Tensor]:
-    """KL penalty folded into token rewards (spec §6.9): ``r'_t = r_t − β·kl_t·m_t``.
+    """KL penalty folded into token rewards (spec §6.9; veRL 0.9.1 ``apply_kl_penalty``): ``r'_t = r_t − β·kl_t·m_t``.
 
     Returns ``(rewards', current_kl)`` with current_kl = mean over sequences of the per-sequence
-    masked mean KL (empty sequences count as 0, as veRL) — feed it to ``AdaptiveKL.update``.
+    masked mean KL (empty sequences count as 0, as veRL 0.9.1) — feed it to ``AdaptiveKL.update``.
     """
     kl = kl_penalty(old_logp, ref_logp, kind) * mask.to(old_logp.dtype)
     current_kl = masked_mean(kl, mask, dim=-1).mean() if kl.shape[0] else kl.new_zeros(())

@@ -74,8 +74,8 @@ class _EntropyAdv:
 
 # ------------------------------------------------------------------------------------------ PPO
 class PPOParams(ClipParams):
-    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount (veRL default 1).")
-    lam: float = Field(1.0, ge=0, le=1, description="GAE lambda (veRL default 1).")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount (veRL 0.9.1 default 1).")
+    lam: float = Field(1.0, ge=0, le=1, description="GAE lambda (veRL 0.9.1 default 1).")
     vf_coef: float = Field(0.5, ge=0, description="Weight of the clipped value loss.")
     vf_clip: float | None = Field(0.5, description="Value clip range around the rollout-time values (None = off).")
     value_detach: bool = Field(True, description="Stop value-loss gradients at the hidden states, so the critic "
@@ -145,8 +145,9 @@ class GRPOEntropyAdv(_EntropyAdv, GRPO):
 class DrGRPOParams(GRPOParams):
     norm_by_std: bool = Field(False, description="Divide by the group std (Dr.GRPO: no).")
     loss_agg: AggMode = Field("seq-mean-token-sum-norm", description="Sum over tokens / T_max (T_max = rollout.max_new_tokens).")
-    divide_by_batch: bool = Field(True, description="Also divide by the mini-batch's row count B (paper, TRL); "
-                                                    "False = veRL's sum/T_max.")
+    divide_by_batch: bool = Field(True, description="Also divide by the mini-batch's row count B, empty rows included "
+                                                    "(paper; TRL 1.16 dr_grpo; veRL 0.7.1-0.9.1, whose trainer passes "
+                                                    "global_batch_size = mini-batch rows); False = sum/T_max of veRL 0.4-0.7.0.")
 
 
 @register
@@ -158,9 +159,11 @@ class DrGRPO(GRPO):
     p: DrGRPOParams
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
+        if self.p.loss_agg != "seq-mean-token-sum-norm":
+            return super().loss(mb, out, norm)
+        # num_seqs is agg_loss's row divisor: every row of the mini-batch, or 1 for veRL <= 0.7.0's sum/T_max
         rows = len(norm.batch) if norm.batch is not None else len(mb)
-        scale = norm.loss_scale_factor * (rows if self.p.divide_by_batch else 1)
-        return super().loss(mb, out, dataclasses.replace(norm, loss_scale_factor=float(max(scale, 1))))
+        return super().loss(mb, out, dataclasses.replace(norm, num_seqs=float(rows if self.p.divide_by_batch else 1)))
 
 
 class DAPOParams(GRPOParams):
@@ -211,7 +214,7 @@ class RLOO(GRPO):
 class RPPParams(ClipParams):
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of the return-to-go.")
     kl_reward_coef: float = Field(0.001, ge=0, description="beta of the KL penalty folded into the token rewards (0 = off, no reference).")
-    kl_reward_type: Literal[KL_KINDS] = Field("k1", description="KL estimator in the reward (veRL kl_penalty).")
+    kl_reward_type: Literal[KL_KINDS] = Field("k1", description="KL estimator in the reward (veRL 0.9.1 algorithm.kl_penalty, default kl = k1).")
     kl_adaptive: bool = Field(False, description="Adaptive beta (Ziegler et al.) instead of a fixed one.")
     kl_target: float = Field(0.1, gt=0, description="Target KL of the adaptive controller.")
     kl_horizon: int = Field(10000, gt=0, description="Horizon of the adaptive controller.")
@@ -398,8 +401,10 @@ class HPT(DrGRPO):
         full, demo = norm.batch if norm.batch is not None else mb, mb.extras["is_demo"] > 0
         fd, fm = full.extras["is_demo"] > 0, full.loss_mask.float()
         rl_rows, mask = float((~fd).sum()), mb.loss_mask.to(out.logp.dtype)
-        rl_norm = Norm(num_tokens=float(fm[~fd].sum()), num_seqs=float((fm[~fd].sum(1) > 0).sum()),
-                       loss_scale_factor=norm.loss_scale_factor * (max(rl_rows, 1) if self.p.divide_by_batch else 1))
+        n_seq = float((fm[~fd].sum(1) > 0).sum())
+        if self.p.loss_agg == "seq-mean-token-sum-norm":  # every RL row, or none (the code's sum/T_max)
+            n_seq = rl_rows if self.p.divide_by_batch else 1.0
+        rl_norm = Norm(num_tokens=float(fm[~fd].sum()), num_seqs=n_seq, loss_scale_factor=norm.loss_scale_factor)
         pg, m = ppo_clip_loss(out.logp, mb.extras.get("old_logp", mb.rollout_logp), mb.extras["advantages"],
                               mask * ~demo[:, None], self.p.clip_low, self.p.clip_high, self.p.clip_c, self.p.loss_agg,
                               **_agg_kw(rl_norm))
