@@ -292,3 +292,75 @@ def test_stdio_program(ex, host):
     assert ex.run(job).status == "passed"
     job = CodeJob("print(input())", "stdio", [{"stdin": "3\n"}], ["4"])
     assert ex.run(job).status == "failed"
+
+
+# ------------------------------------------------------------------ assert-style forgeries (issue 11 item 3)
+def assert_job(code: str, tests: list[str]) -> CodeJob:
+    """A job built the way the loader builds MBPP-style rows (reasonrl.tasks.code)."""
+    from reasonrl.tasks.code import code_spec_from_row
+
+    spec = code_spec_from_row({"prompt": "p", "test_list": tests})
+    return CodeJob(code, spec["mode"], spec["cases"], spec["expected"])
+
+
+PRIME_TESTS = ["assert is_prime(7)", "assert is_prime(13)", "assert is_prime(2) is True"]
+AREA_TESTS = ["assert math.isclose(area(2.0), 12.566370614359172, rel_tol=1e-9)",
+              "assert abs(area(1.0) - 3.141592653589793) < 1e-6", "assert area(3.0) > 28"]
+SORT_TESTS = ["assert sorted(f([3, 1, 2])) == [1, 2, 3]", "assert set(f([2, 2])) == {2}",
+              "assert round(g(1), 2) == 0.33", "assert len(f([1, 2])) == 2"]
+HELPER_TESTS = ["assert sorted(f([3, 1, 2])) == [1, 2, 3]", "assert round(g(1), 2) == 0.33",
+                "assert len(f([1, 2])) == 2"]
+COMPARE_TESTS = ["assert is_prime(7)", "assert f(3) < 5", "assert f(10) > 100", "assert f(4) != 4",
+                 "assert abs(area(1.0) - 3.141592653589793) < 1e-6"]
+ALWAYS = """
+class T:
+    def __eq__(s, o): return True
+    def __ne__(s, o): return True
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__
+    def __bool__(s): return True
+    def __sub__(s, o): return s
+    def __abs__(s): return s
+    def __round__(s, n=0): return 0.33
+    def __len__(s): return 2
+    def __iter__(s): return iter([3, 2, 1])
+"""
+FORGERIES = {
+    # rebinding bool (and the helpers the tests call) in the program's globals
+    "rebind-bool": (PRIME_TESTS, "bool = lambda x: True\ndef is_prime(n):\n    return False"),
+    "rebind-helpers": (SORT_TESTS, "def sorted(x):\n    return [1, 2, 3]\ndef set(x):\n    return {2}\n"
+                                   "round = lambda x, n: 0.33\nlen = lambda x: 2\ndef f(xs):\n    return []\n"
+                                   "def g(x):\n    return 0.5"),
+    # ... or in the builtins module itself (what a copy of the globals would not catch)
+    "patch-builtins-module": (HELPER_TESTS + AREA_TESTS[1:2],
+                              "import builtins\nbuiltins.sorted = lambda x: [1, 2, 3]\n"
+                              "builtins.round = lambda x, n=0: 0.33\nbuiltins.len = lambda x: 2\n"
+                              "builtins.abs = lambda x: 0\ndef f(xs):\n    return []\ndef g(x):\n    return 0.5\n"
+                              "def area(r):\n    return 0.0"),
+    # shadowing math with a module-like object, or patching the real module
+    "shadow-math": (AREA_TESTS, "class _M:\n    def isclose(self, *a, **k):\n        return True\nmath = _M()\n"
+                                "abs = lambda x: 0\ndef area(r):\n    return 99.0 if r > 2 else 0.0"),
+    "patch-math-module": (AREA_TESTS, "import math\nmath.isclose = lambda *a, **k: True\nimport builtins\n"
+                                      "builtins.abs = lambda x: 0\ndef area(r):\n    return 99.0 if r > 2 else 0.0"),
+    # an object whose comparisons always succeed (and whose abs/round/len/iteration give the wanted answer)
+    "always-true-comparisons": (COMPARE_TESTS, ALWAYS + "def is_prime(n):\n    return T()\ndef f(x):\n    return T()\n"
+                                               "def area(r):\n    return T()"),
+    "helpers-on-a-rigged-object": (HELPER_TESTS, ALWAYS + "def f(xs):\n    return T()\ndef g(x):\n    return T()"),
+    # an int subclass that is always truthy
+    "truthy-int-subclass": (PRIME_TESTS[:2], "class B(int):\n    def __bool__(self): return True\n"
+                                             "def is_prime(n):\n    return B(0)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_assert_tests_do_not_pass(ex, host, name):
+    tests, code = FORGERIES[name]
+    r = ex.run(assert_job(code, tests))
+    assert r.status in ("failed", "runtime_error"), r
+    assert r.passed < len(tests)
+
+
+def test_honest_assert_solutions_still_pass(ex, host):
+    assert ex.run(assert_job("def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))",
+                             PRIME_TESTS)).status == "passed"
+    assert ex.run(assert_job("import math\ndef area(r):\n    return math.pi * r * r", AREA_TESTS)).status == "passed"
+    assert ex.run(assert_job("def f(xs):\n    return xs\ndef g(x):\n    return x / 3", SORT_TESTS)).status == "passed"

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from reasonrl.rewards.sandbox_asserts import CheckError, evaluate_check
+from reasonrl.rewards.sandbox_runner import decode
+
 
 __all__ = ["STATUSES", "CodeJob", "ExecResult", "SandboxConfig", "SandboxUnavailable", "CodeExecutor",
            "outputs_equal", "stdout_equal", "UNSAFE"]
@@ -123,6 +126,21 @@ def stdout_equal(got: str, want: str) -> bool:
     return norm(got) == norm(want)
 
 
+def _is_check(want: Any) -> bool:
+    return isinstance(want, dict) and len(want) == 1 and "check" in want
+
+
+def check_passes(check: str, encoded: Any) -> bool:
+    """An assert decided here (reasonrl.rewards.sandbox_asserts): ``encoded`` is the list of the
+    program parts' encoded values; a check that raises is a failed assert."""
+    if not isinstance(encoded, list):
+        return False
+    try:
+        return evaluate_check(check, [decode(v) for v in encoded])
+    except (CheckError, ValueError, TypeError, RecursionError):
+        return False
+
+
 def verdict_from_records(lines: list[str], job: CodeJob, killed: str | None, rel_tol: float) -> tuple[str, int, str]:
     """The trusted verdict from the runner's raw records. Returns (status, passed, detail)."""
     recs: list[dict] = []
@@ -161,6 +179,8 @@ def verdict_from_records(lines: list[str], job: CodeJob, killed: str | None, rel
             worst = worst or "runtime_error"
         elif job.mode == "stdio":
             passed += isinstance(r.get("stdout"), str) and stdout_equal(r["stdout"], job.expected[i])
+        elif _is_check(job.expected[i]):
+            passed += "value" in r and check_passes(job.expected[i]["check"], r["value"])
         else:
             passed += "value" in r and outputs_equal(r["value"], job.expected[i], rel_tol)
     if passed == n and len(by_i) == n:

@@ -57,6 +57,29 @@ def encode(v, depth=0):
     raise Unencodable(f"values of type {t.__name__} cannot be compared")
 
 
+def decode(v):
+    """The inverse of :func:`encode` (plain Python values only)."""
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    if isinstance(v, dict):
+        if set(v) == {"tuple"}:
+            return tuple(decode(x) for x in v["tuple"])
+        if set(v) == {"set"}:
+            return {_hashable(decode(json.loads(x))) for x in v["set"]}
+        if set(v) == {"dict"}:
+            return {_hashable(decode(k)): decode(x) for k, x in v["dict"]}
+        if set(v) == {"float"}:
+            return float(v["float"])
+        raise ValueError(f"unknown encoded value {sorted(v)}")
+    return v
+
+
+def _hashable(v):
+    if isinstance(v, list):  # pragma: no cover - encode never produces an unhashable key of a real set
+        raise ValueError("unhashable key in an encoded set or dict")
+    return v
+
+
 def _write(fd, obj):
     data = (json.dumps(obj) + "\n").encode()
     while data:
@@ -64,9 +87,42 @@ def _write(fd, obj):
         data = data[n:]
 
 
-def _result(case, ns):
+def _pristine(cases):
+    """Built-ins and modules as they are BEFORE the program runs: the program can rebind names and
+    mutate the ``builtins`` module, but these dict copies keep the original bindings."""
+    import builtins
+    import importlib
+
+    mods = {}
+    for case in cases:
+        for m in case.get("modules", ()):
+            if m not in mods:
+                try:
+                    mods[m] = type(sys)(m)
+                    mods[m].__dict__.update(vars(importlib.import_module(m)))
+                except ImportError:
+                    mods.pop(m, None)
+    return {"builtins": dict(vars(builtins)), "modules": mods}
+
+
+def _env(case, ns, pristine):
+    """Namespace of a test expression: captured built-ins and modules, plus only the program names the
+    parent listed (``names``); everything else the program bound is invisible to it."""
+    env = {"__builtins__": pristine["builtins"]}
+    env.update(pristine["modules"])
+    for n in case["names"]:
+        if n in ns:
+            env[n] = ns[n]
+    return env
+
+
+def _result(case, ns, pristine=None):
+    if "exprs" in case:  # the program parts of an assert decided in the parent: their values, in order
+        env = _env(case, ns, pristine)
+        return [eval(compile(e, "<test>", "eval"), env) for e in case["exprs"]]
     if "expr" in case:
-        return eval(compile(case["expr"], "<test>", "eval"), ns)
+        env = _env(case, ns, pristine) if "names" in case else ns
+        return eval(compile(case["expr"], "<test>", "eval"), env)
     fn = ns.get(case["call"])
     if not callable(fn):
         raise NameError(f"no function named {case['call']}")
@@ -103,6 +159,7 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     stdio = job["mode"] == "stdio"
+    pristine = None if stdio else _pristine(cases)
     ns = {"__name__": "__main__" if stdio else "solution", "__builtins__": __builtins__}
 
     def run_program():
@@ -128,7 +185,7 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
         emit({"ok": 1})
     else:
         for case in cases:
-            emit(_guard(lambda: {"ok": 1, "value": encode(_result(case, ns))}))
+            emit(_guard(lambda: {"ok": 1, "value": encode(_result(case, ns, pristine))}))
             try:
                 sys.stdout.flush()
             except BaseException:  # noqa: BLE001
