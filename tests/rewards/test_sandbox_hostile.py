@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 
 from reasonrl.rewards.sandbox import CodeExecutor, CodeJob, SandboxConfig
@@ -141,6 +143,36 @@ def test_3_fork_bomb_is_contained(ex, host):
 def test_4_memory_bomb_hits_the_memory_limit(ex, host):
     r = ex.run(call_job("def f(x):\n    b = bytearray(3 << 30)\n    return 2*x"))
     assert r.status == "memory_limit"
+
+
+HOGS = """
+import os, time
+def f(x):
+    r, w = os.pipe()
+    for _ in range(8):
+        if os.fork() == 0:
+            hog = b"h" * (200 << 20)  # 200 MB each, every page written: well under RLIMIT_AS alone
+            os.write(w, b".")
+            time.sleep(30)
+            os._exit(0)
+    got = b""
+    while len(got) < 8:
+        got += os.read(r, 8)
+    time.sleep(3)  # all 1.6 GB resident at once; then claim success
+    return 2 * x
+"""
+
+
+def test_4b_fork_bomb_of_memory_hogs_hits_the_whole_sandbox_limit(host):
+    # issue 11 item 4: RLIMIT_AS is per process; the limit must hold for the sandbox as a whole
+    ex = CodeExecutor(replace(CFG, timeout_s=8.0, cpu_s=8.0, memory_mb=512))
+    t0 = time.monotonic()
+    r = ex.run(call_job(HOGS))
+    elapsed = time.monotonic() - t0
+    ex.close()
+    assert r.status == "memory_limit", r
+    assert elapsed < 8.0, "killed at the memory limit, not at the wall-clock limit"
+    assert 512 <= r.memory_peak_mb < 1200, r  # seen over the limit, stopped well before the hogs' 1.6 GB
 
 
 def test_5_huge_stdout_is_capped(ex, host):

@@ -78,6 +78,7 @@ class ExecResult:
     seconds: float = 0.0
     attempts: int = 1
     detail: str = ""
+    memory_peak_mb: float = 0.0     # largest summed memory of the sandbox's processes the parent saw
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,13 @@ class SandboxConfig:
     timeout_s: float = 2.0          # wall clock per test case
     cpu_s: float = 2.0              # CPU seconds per test case (RLIMIT_CPU)
     startup_s: float = 5.0          # added once to the outer deadline: sandbox + interpreter start
-    memory_mb: int = 512            # RLIMIT_AS of the runner and each test process
+    memory_mb: int = 512            # the WHOLE sandbox (summed over its processes); also each process's RLIMIT_AS
     file_mb: int = 8                # RLIMIT_FSIZE
     tmpfs_mb: int = 32              # size of /tmp inside
     output_bytes: int = 1 << 20     # stdout cap across all cases (§2 case 5)
-    processes: int = 64             # RLIMIT_NPROC (per uid: a uid per slot when root)
+    processes: int = 16             # RLIMIT_NPROC (per uid: a uid per slot when root); was 64
+    memory_poll_s: float = 0.02     # how often the parent sums the sandbox's memory
+    memory_guard: str = "auto"      # "auto": a cgroup v2 leaf per slot when possible, plus polling; "poll"; "cgroup"
     open_files: int = 64
     workers: int = 0                # parallel sandboxes; 0 = number of CPU cores
     retries: int = 2                # extra attempts after an infra_error
@@ -155,6 +158,8 @@ def verdict_from_records(lines: list[str], job: CodeJob, killed: str | None, rel
         return "infra_error", 0, "the sandbox runner never started (no ready record)"
     if killed == "output_limit":
         return "output_limit", 0, "output cap exceeded"
+    if killed == "memory_limit":
+        return "memory_limit", 0, "the sandbox's processes together exceeded the memory limit"
     n = len(job.cases)
     by_i: dict[int, dict] = {}
     for r in recs[1:]:
@@ -236,6 +241,15 @@ class CodeExecutor:
             self._nproc = _user_processes() + 64 * self.workers + cfg.processes
         if cfg.isolation == "bwrap":
             self._check_bwrap()
+        # a kernel-enforced limit on the whole sandbox where a delegated cgroup v2 allows it; the
+        # parent's /proc polling (MemoryWatch) runs in every case
+        self._cgroup = _CgroupLeaves(cfg) if cfg.memory_guard in ("auto", "cgroup") else None
+        if self._cgroup is not None and not self._cgroup.usable(self._probe_cmd()):
+            self._cgroup = None
+        if cfg.memory_guard == "cgroup" and self._cgroup is None:
+            raise SandboxUnavailable("sandbox memory_guard='cgroup' needs a writable cgroup v2 directory with the memory "
+                                     "controller enabled (none found); use memory_guard='auto' to fall back to polling")
+        self.memory_guard = "cgroup+poll" if self._cgroup is not None else "poll"
 
     # -- command ------------------------------------------------------------------------
     def _bwrap_cmd(self, slot: int, argv: list[str]) -> list[str]:
@@ -260,6 +274,10 @@ class CodeExecutor:
                 "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--"]
         return cmd + argv
 
+    def _probe_cmd(self) -> list[str]:
+        argv = [self.python, "-I", "-S", "-c", "print('ok')"]
+        return self._bwrap_cmd(0, argv) if self.cfg.isolation == "bwrap" else argv
+
     def _check_bwrap(self) -> None:
         if shutil.which("bwrap") is None:
             raise SandboxUnavailable(f"code rewards need the bubblewrap sandbox, but `bwrap` is not on PATH; "
@@ -267,7 +285,7 @@ class CodeExecutor:
         if self.is_root and not os.path.exists("/usr/bin/setpriv") and shutil.which("setpriv") is None:
             raise SandboxUnavailable("running as root, the sandbox drops to an unprivileged uid with `setpriv` "
                                      "(util-linux), which is missing; install util-linux")
-        ok, why = _probe(self._bwrap_cmd(0, [self.python, "-I", "-S", "-c", "print('ok')"]))
+        ok, why = _probe(self._probe_cmd())
         if not ok:
             raise SandboxUnavailable(f"the bubblewrap sandbox does not start here ({why}); {_INSTALL_HINT}; and "
                                      f"check that {self.python} is readable by an unprivileged user. Only for "
@@ -312,7 +330,11 @@ class CodeExecutor:
                        "open_files": c.open_files, "processes": self._nproc}}).encode()
         argv = [self.python, "-I", "-S", "-c", _RUNNER_SRC]
         cmd = self._bwrap_cmd(slot, argv) if c.isolation == "bwrap" else argv
+        oom0 = None
+        if self._cgroup is not None:
+            cmd, oom0 = self._cgroup.enter(slot, cmd)
         t0 = time.perf_counter()
+        before = _pids()  # every process alive now is not the sandbox's (MemoryWatch)
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env={}, start_new_session=True, close_fds=True,
@@ -320,21 +342,28 @@ class CodeExecutor:
         except OSError as e:
             return ExecResult("infra_error", total=len(job.cases), detail=f"cannot start the sandbox: {e}")
         deadline = time.monotonic() + c.startup_s + len(job.cases) * (c.timeout_s + 0.2)
-        out, err, killed = _communicate(proc, payload, deadline, c.output_bytes + (256 << 10))
+        watch = MemoryWatch(proc.pid, c.memory_mb << 20, before)
+        out, err, killed = _communicate(proc, payload, deadline, c.output_bytes + (256 << 10), watch, c.memory_poll_s)
+        if self._cgroup is not None and self._cgroup.leave(slot, oom0):
+            killed = "memory_limit"  # the kernel's OOM killer acted inside the leaf
         secs = time.perf_counter() - t0
         lines = out.decode("utf-8", "replace").splitlines()
         status, passed, detail = verdict_from_records(lines, job, killed, c.float_rel_tol)
         if status == "infra_error":
             detail += f"; exit code {proc.returncode}; stderr: {err.decode(errors='replace')[-300:]!r}"
-        return ExecResult(status, passed, len(job.cases), secs, detail=detail)
+        return ExecResult(status, passed, len(job.cases), secs, detail=detail, memory_peak_mb=watch.peak / 2**20)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._cgroup is not None:
+            self._cgroup.remove()
 
 
-def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
-    """Feed stdin, read stdout/stderr with a byte cap and a deadline; SIGKILL the group when either
-    is hit. Never waits for EOF without a deadline (a daemonized grandchild can hold a pipe)."""
+def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: int, watch: "MemoryWatch | None" = None,
+                 poll_s: float = 0.02) -> tuple[bytes, bytes, str | None]:
+    """Feed stdin, read stdout/stderr with a byte cap and a deadline, and every ``poll_s`` sum the
+    sandbox's memory; SIGKILL everything when a limit is hit. Never waits for EOF without a deadline
+    (a daemonized grandchild can hold a pipe)."""
     killed = None
     out, err = bytearray(), bytearray()
     try:
@@ -348,7 +377,10 @@ def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: i
         if left <= 0:
             killed = "timeout"
             break
-        r, _, _ = select.select(list(fds), [], [], left)
+        r, _, _ = select.select(list(fds), [], [], min(left, poll_s) if watch else left)
+        if watch is not None and watch.over():
+            killed = "memory_limit"
+            break
         for fd in r:
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -363,6 +395,8 @@ def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: i
         if killed:
             break
     if killed:
+        if watch is not None:
+            watch.kill()
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
@@ -375,6 +409,196 @@ def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: i
     proc.stdout.close()
     proc.stderr.close()
     return bytes(out), bytes(err), killed
+
+
+# ------------------------------------------------------------------------------ whole-sandbox memory
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _pids() -> set[int]:
+    return {int(d) for d in os.listdir("/proc") if d.isdigit()}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+class MemoryWatch:
+    """The summed memory of one sandbox's processes, polled from ``/proc`` by the trusted parent.
+
+    RLIMIT_AS bounds each process, not the sandbox: six forked children of a 512 MiB sandbox reached
+    1.7 GiB (issue 11 item 4). The sandbox's processes are the descendants of the process we
+    started: inside bwrap's pid namespace every orphan is re-parented to the namespace's init, which
+    is one of them, so ``setsid``/double-fork cannot leave the tree. Only processes born after the
+    start are examined (the rest of the machine is skipped without reading it), so a poll costs one
+    ``listdir(/proc)`` plus a ``statm`` read per sandbox process. The resident set sizes are summed
+    first; only when that sum (which counts pages shared after ``fork`` once per process) crosses the
+    limit, the proportional set sizes (``smaps_rollup`` Pss, shared pages split between their users)
+    decide. A spike shorter than the poll interval can go unseen; it is still bounded by
+    ``processes`` x RLIMIT_AS.
+    """
+
+    def __init__(self, root: int, limit: int, before: set[int]):
+        self.root, self.limit = root, limit
+        self.foreign = set(before) - {root}
+        self.mine: set[int] = {root}
+        self.peak = 0
+
+    def _scan(self) -> None:
+        alive = _pids()
+        self.mine &= alive
+        self.foreign &= alive
+        new = alive - self.mine - self.foreign
+        ppid: dict[int, int] = {}
+        for pid in new:
+            st = _read(f"/proc/{pid}/stat")
+            if st is None:
+                continue
+            try:
+                ppid[pid] = int(st[st.rindex(")") + 2:].split()[1])
+            except (ValueError, IndexError):
+                continue
+        grew = True
+        while grew:  # a child may be listed before its (also new) parent
+            grew = False
+            for pid, pp in list(ppid.items()):
+                if pp in self.mine or pid == self.root:
+                    self.mine.add(pid)
+                    del ppid[pid]
+                    grew = True
+        self.foreign |= set(ppid) - {self.root}
+
+    def used(self) -> int:
+        self._scan()
+        rss = 0
+        for pid in self.mine:
+            statm = _read(f"/proc/{pid}/statm")
+            if statm:
+                rss += int(statm.split()[1]) * _PAGE
+        if rss <= self.limit:
+            self.peak = max(self.peak, rss)
+            return rss
+        pss = 0
+        for pid in self.mine:
+            text = _read(f"/proc/{pid}/smaps_rollup")
+            line = next((ln for ln in (text or "").splitlines() if ln.startswith("Pss:")), None)
+            if line is None:  # unreadable (gone, or not ours to read): count its resident size
+                statm = _read(f"/proc/{pid}/statm")
+                pss += int(statm.split()[1]) * _PAGE if statm else 0
+            else:
+                pss += int(line.split()[1]) << 10
+        self.peak = max(self.peak, pss)
+        return pss
+
+    def over(self) -> bool:
+        return self.used() > self.limit
+
+    def kill(self) -> None:
+        """SIGKILL every process of the sandbox (the namespace would take them down with its init, but
+        killing them directly frees their memory now)."""
+        self._scan()
+        for pid in self.mine:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class _CgroupLeaves:
+    """One cgroup v2 leaf per slot with ``memory.max`` (no swap, ``memory.oom.group``) and ``pids.max``.
+
+    Used only where this process may create cgroups with the memory controller: its own cgroup when
+    that is the (namespace) root, else next to it in its parent (the no-internal-process rule forbids
+    children of a non-root cgroup that holds processes). Controllers are never enabled here (that
+    would change the machine's setup); where none is usable, polling alone guards memory. The
+    sandbox command is wrapped in ``sh -c 'echo $$ > LEAF/cgroup.procs && exec ...'`` so it is
+    inside the leaf before bwrap forks anything.
+    """
+
+    def __init__(self, cfg: SandboxConfig):
+        self.cfg = cfg
+        self.base = _cgroup_v2_parent()
+        self.tag = f"reasonrl-sandbox-{os.getpid()}"
+
+    def _leaf(self, slot: int) -> str:
+        return os.path.join(self.base or "", f"{self.tag}-{slot}")
+
+    def usable(self, probe_cmd: list[str]) -> bool:
+        if self.base is None:
+            return False
+        try:
+            cmd, oom0 = self.enter(0, probe_cmd)
+        except OSError:
+            return False
+        ok, _ = _probe(cmd)
+        self.leave(0, oom0)
+        return ok
+
+    def enter(self, slot: int, cmd: list[str]) -> tuple[list[str], int]:
+        leaf = self._leaf(slot)
+        if not os.path.isdir(leaf):
+            os.mkdir(leaf)
+            _write_file(f"{leaf}/memory.max", str(self.cfg.memory_mb << 20))
+            for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1"),
+                                ("pids.max", str(self.cfg.processes + 8))):
+                if os.path.exists(f"{leaf}/{name}"):
+                    _write_file(f"{leaf}/{name}", value)
+        sh = "/bin/sh" if os.path.exists("/bin/sh") else "sh"
+        return [sh, "-c", 'echo $$ > "$0" && exec "$@"', f"{leaf}/cgroup.procs", *cmd], _oom_kills(leaf)
+
+    def leave(self, slot: int, oom0: int | None) -> bool:
+        """Kill what is left in the leaf; True when the kernel OOM-killed something in it."""
+        leaf = self._leaf(slot)
+        if os.path.exists(f"{leaf}/cgroup.kill"):
+            try:
+                _write_file(f"{leaf}/cgroup.kill", "1")
+            except OSError:
+                pass
+        return oom0 is not None and _oom_kills(leaf) > oom0
+
+    def remove(self) -> None:
+        for slot in range(max(1, self.cfg.workers or os.cpu_count() or 1)):
+            for _ in range(50):
+                try:
+                    os.rmdir(self._leaf(slot))
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # still emptying
+                    time.sleep(0.02)
+
+
+def _write_file(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _oom_kills(leaf: str) -> int:
+    for line in (_read(f"{leaf}/memory.events") or "").splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
+
+
+def _cgroup_v2_parent() -> str | None:
+    """A cgroup v2 directory we may create leaves in, with the memory controller already enabled."""
+    mounts = [ln.split() for ln in (_read("/proc/self/mounts") or "").splitlines()]
+    mount = next((m[1] for m in mounts if len(m) > 2 and m[2] == "cgroup2"), None)
+    rel = next((ln[3:] for ln in (_read("/proc/self/cgroup") or "").splitlines() if ln.startswith("0::")), None)
+    if mount is None or rel is None:
+        return None
+    own = os.path.normpath(os.path.join(mount, rel.lstrip("/")))
+    for cand in ((own,) if rel == "/" else (os.path.dirname(own),)):
+        if not cand.startswith(mount):
+            continue
+        ctl = (_read(os.path.join(cand, "cgroup.subtree_control")) or "").split()
+        if "memory" in ctl and os.access(cand, os.W_OK):
+            return cand
+    return None
 
 
 def _user_processes() -> int:
