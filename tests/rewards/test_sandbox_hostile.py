@@ -65,7 +65,7 @@ class HostService:
 
 def _live_sandbox_procs(ex: CodeExecutor) -> list[tuple[int, str]]:
     """Live (non-zombie) processes running as a sandbox slot uid, or children of this process."""
-    uids = {ex.uid0 + i for i in range(ex.workers)} if os.geteuid() == 0 else set()
+    uids = set(ex.uids) if os.geteuid() == 0 else set()  # program and check-mode checker uids
     me = os.getpid()
     found = []
     for d in os.listdir("/proc"):
@@ -396,3 +396,66 @@ def test_honest_assert_solutions_still_pass(ex, host):
                              PRIME_TESTS)).status == "passed"
     assert ex.run(assert_job("import math\ndef area(r):\n    return math.pi * r * r", AREA_TESTS)).status == "passed"
     assert ex.run(assert_job("def f(xs):\n    return xs\ndef g(x):\n    return x / 3", SORT_TESTS)).status == "passed"
+
+
+# ------------------------------------------------------------------ HumanEval-style check(candidate) (item 5)
+HE_PROMPT = 'def add(a: int, b: int) -> int:\n    """Add a and b.\n    >>> add(2, 3)\n    5\n    """\n'
+HE_TEST = """
+METADATA = {}
+
+
+def check(candidate):
+    assert candidate(2, 3) == 5
+    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9
+    for a in range(5):
+        assert candidate(a, a) == 2 * a
+"""
+
+
+def check_job(completion: str) -> CodeJob:
+    from reasonrl.tasks.code import check_spec
+
+    return CodeJob.from_spec(completion, check_spec(HE_PROMPT, HE_TEST, "add"))
+
+
+CHECK_FORGERIES = {
+    "rigged-object": ALWAYS + "def add(a, b):\n    return T()",
+    "patch-builtins-and-assert": "import builtins\nbuiltins.abs = lambda x: 0\nbuiltins.AssertionError = type(None)\n"
+                                 "def add(a, b):\n    return 0",
+    "fake-verdict-on-every-fd": """
+import os
+FAKE = b'{"verdict": "passed"}\\n{"ready": 1}\\n{"i": 0, "ok": 1, "value": 5}\\n'
+def add(a, b):
+    for pid in (os.getpid(), os.getppid()):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                w = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+                os.write(w, FAKE)
+            except OSError:
+                pass
+    return None
+""",
+    "exit-during-the-check": "import os\ndef add(a, b):\n    os._exit(0)",
+    "kill-the-runner": "import os\ndef add(a, b):\n    os.kill(os.getppid(), 9)\n    return a + b + 1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECK_FORGERIES))
+def test_check_mode_forgeries_do_not_pass(ex, host, name):
+    r = ex.run(check_job(CHECK_FORGERIES[name]))
+    assert r.status in ("failed", "runtime_error"), r
+
+
+def test_check_mode_honest_and_hostile_programs(ex, host):
+    assert ex.run(check_job("    return a + b")).status == "passed"  # a body, as HumanEval completions are
+    assert ex.run(check_job("def add(a, b):\n    return b + a")).status == "passed"  # a whole function
+    assert ex.run(check_job("    return a + b + (a == 4)")).status == "failed"  # wrong on one looped case
+    assert ex.run(check_job("    while True:\n        pass")).status == "timeout"
+    assert ex.run(check_job("    return 2.0 * a if a == b else a + b")).status == "passed"  # the test's own semantics
+
+
+def test_check_mode_program_side_keeps_the_whole_sandbox_memory_limit(host):
+    ex = CodeExecutor(replace(CFG, timeout_s=8.0, cpu_s=8.0))
+    r = ex.run(check_job(HOGS.replace("def f(x):", "def add(a, b):").replace("2 * x", "a + b")))
+    ex.close()
+    assert r.status == "memory_limit", r

@@ -60,14 +60,24 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class CodeJob:
-    """One completion to run: ``mode`` 'call' (cases are ``{"call": name, "args": [...]}`` or
-    ``{"expr": "f(1)"}``, compared by return value) or 'stdio' (cases are ``{"stdin": text}``,
-    compared by stdout). ``expected`` stays in the parent."""
+    """One completion to run: ``mode`` 'call' (cases are ``{"call": name, "args": [...]}``,
+    ``{"expr": "f(1)", "names": [...]}`` or ``{"exprs": [...], "names": [...]}``, compared by return
+    value or decided by a parent-side check), 'stdio' (cases are ``{"stdin": text}``, compared by
+    stdout) or 'check' (one case ``{"setup": prompt, "test": source defining check(candidate),
+    "entry_point": name}``, HumanEval-style). ``expected`` stays in the parent."""
 
     code: str
     mode: str
     cases: Sequence[dict]
     expected: Sequence[Any]
+
+    @classmethod
+    def from_spec(cls, code: str, spec: dict) -> "CodeJob":
+        """The job for a response's program and a task's ``meta["code"]`` (check mode: the program is
+        the task's prompt followed by the response, as in HumanEval)."""
+        if spec["mode"] == "check":
+            code = spec["cases"][0]["setup"] + "\n" + code
+        return cls(code, spec["mode"], spec["cases"], spec["expected"])
 
 
 @dataclass
@@ -95,6 +105,7 @@ class SandboxConfig:
     output_bytes: int = 1 << 20     # stdout cap across all cases (§2 case 5)
     processes: int = 16             # RLIMIT_NPROC (per uid: a uid per slot when root); was 64
     memory_poll_s: float = 0.02     # how often the parent sums the sandbox's memory
+    check_timeout_s: float = 0.0    # check mode: wall clock for the whole check(candidate); 0 = 10 x timeout_s
     memory_guard: str = "auto"      # "auto": a cgroup v2 leaf per slot when possible, plus polling; "poll"; "cgroup"
     open_files: int = 64
     workers: int = 0                # parallel sandboxes; 0 = number of CPU cores
@@ -225,7 +236,9 @@ class CodeExecutor:
         self.is_root = os.geteuid() == 0
         # distinct uids per slot AND per process: RLIMIT_NPROC counts per uid, so two trainers (or a
         # trainer and an evaluator) on one machine must not share a slot's process budget
-        self.uid0 = cfg.base_uid + (os.getpid() % 50000) * max(16, self.workers)
+        self.uid0 = cfg.base_uid + (os.getpid() % 50000) * max(16, 2 * self.workers)
+        # slot i's program runs as uid0 + i, its check-mode checker as uid0 + workers + i
+        self.uids = [self.uid0 + i for i in range(2 * self.workers)]
         self.python = cfg.python or ("/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable)
         self._slots: queue.Queue[int] = queue.Queue()
         for i in range(self.workers):
@@ -252,11 +265,11 @@ class CodeExecutor:
         self.memory_guard = "cgroup+poll" if self._cgroup is not None else "poll"
 
     # -- command ------------------------------------------------------------------------
-    def _bwrap_cmd(self, slot: int, argv: list[str]) -> list[str]:
+    def _bwrap_cmd(self, slot: int, argv: list[str], checker: bool = False) -> list[str]:
         bwrap = shutil.which("bwrap") or "bwrap"
         cmd: list[str] = []
         if self.is_root:
-            uid = str(self.uid0 + slot)
+            uid = str(self.uid0 + slot + (self.workers if checker else 0))
             cmd += ["/usr/bin/setpriv" if os.path.exists("/usr/bin/setpriv") else "setpriv",
                     f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs"]
         cmd += [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
@@ -298,7 +311,7 @@ class CodeExecutor:
 
     def run(self, job: CodeJob) -> ExecResult:
         """Grade one job, retrying infra errors up to ``retries`` times."""
-        if job.mode not in ("call", "stdio") or not job.cases or len(job.cases) != len(job.expected):
+        if job.mode not in ("call", "stdio", "check") or not job.cases or len(job.cases) != len(job.expected):
             raise ValueError(f"bad code job: mode {job.mode!r}, {len(job.cases)} cases, {len(job.expected)} expected")
         res = ExecResult("infra_error")
         for attempt in range(1 + self.cfg.retries):
@@ -321,7 +334,63 @@ class CodeExecutor:
         with self._lock:
             self.counts[key] += n
 
+    def _limits(self) -> dict:
+        c = self.cfg
+        return {"memory_bytes": c.memory_mb << 20, "file_bytes": c.file_mb << 20, "open_files": c.open_files,
+                "processes": self._nproc}
+
+    def _start(self, slot: int, checker: bool = False) -> subprocess.Popen:
+        argv = [self.python, "-I", "-S", "-c", _RUNNER_SRC]
+        cmd = self._bwrap_cmd(slot, argv, checker) if self.cfg.isolation == "bwrap" else argv
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={},
+                                start_new_session=True, close_fds=True,
+                                cwd="/tmp" if self.cfg.isolation == "bwrap" else None)
+
+    def _run_check(self, job: CodeJob, slot: int) -> ExecResult:
+        """check mode (HumanEval-style ``check(candidate)``): two sandboxes. The checker runs only the
+        dataset's prompt and test, with a ``candidate`` whose calls become requests; the program's
+        sandbox answers each with the encoded return value; this thread relays the lines between
+        them (with the deadline, caps and the memory watch) and takes the checker's verdict. The
+        program never shares a process, a pid namespace or a uid with the code that decides."""
+        c = self.cfg
+        case = job.cases[0]
+        max_calls = int(case.get("max_calls", 10000))
+        budget = c.check_timeout_s or 10 * c.timeout_s
+        t0 = time.perf_counter()
+        before = _pids()
+        procs: list[subprocess.Popen] = []
+        try:
+            procs.append(self._start(slot, checker=True))
+            procs.append(self._start(slot))
+        except OSError as e:
+            for p in procs:
+                _kill(p)
+            return ExecResult("infra_error", total=1, detail=f"cannot start the sandbox: {e}")
+        chk, prog = procs
+        watch = MemoryWatch(prog.pid, c.memory_mb << 20, before, c.memory_poll_s)
+        base = {"timeout_s": c.timeout_s, "cpu_s": c.cpu_s, "output_bytes": c.output_bytes, "limits": self._limits()}
+        try:
+            chk.stdin.write((json.dumps({**base, "mode": "checker", "setup": case["setup"], "test": case["test"],
+                                         "entry_point": case["entry_point"]}) + "\n").encode())
+            chk.stdin.flush()
+            prog.stdin.write((json.dumps({**base, "mode": "serve", "code": job.code, "max_calls": max_calls,
+                                          "entry_point": case["entry_point"]}) + "\n").encode())
+            prog.stdin.flush()
+        except OSError:
+            pass
+        state = _relay(chk, prog, watch, time.monotonic() + c.startup_s + budget, c.output_bytes + (256 << 10),
+                       c.memory_poll_s)
+        for p in procs:
+            _kill(p)
+        status, detail = _check_verdict(state)
+        if status == "infra_error":
+            detail += f"; stderr: {state['err'][-300:]!r}"
+        return ExecResult(status, int(status == "passed"), 1, time.perf_counter() - t0, detail=detail,
+                          memory_peak_mb=watch.peak / 2**20)
+
     def _run_once(self, job: CodeJob, slot: int) -> ExecResult:
+        if job.mode == "check":
+            return self._run_check(job, slot)
         c = self.cfg
         payload = json.dumps({
             "code": job.code, "mode": job.mode, "cases": list(job.cases), "timeout_s": c.timeout_s, "cpu_s": c.cpu_s,
@@ -342,7 +411,7 @@ class CodeExecutor:
         except OSError as e:
             return ExecResult("infra_error", total=len(job.cases), detail=f"cannot start the sandbox: {e}")
         deadline = time.monotonic() + c.startup_s + len(job.cases) * (c.timeout_s + 0.2)
-        watch = MemoryWatch(proc.pid, c.memory_mb << 20, before)
+        watch = MemoryWatch(proc.pid, c.memory_mb << 20, before, c.memory_poll_s)
         out, err, killed = _communicate(proc, payload, deadline, c.output_bytes + (256 << 10), watch, c.memory_poll_s)
         if self._cgroup is not None and self._cgroup.leave(slot, oom0):
             killed = "memory_limit"  # the kernel's OOM killer acted inside the leaf
@@ -415,6 +484,148 @@ def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: i
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
+
+
+def _relay(chk: subprocess.Popen, prog: subprocess.Popen, watch: "MemoryWatch", deadline: float, cap: int,
+           poll_s: float) -> dict:
+    """Pass request lines checker -> program and answer lines program -> checker until the checker
+    gives a verdict or a limit is hit. Only the checker's ``args``/``kwargs`` and the program's
+    ``value``/``error`` fields are passed on."""
+    st: dict[str, Any] = {"chk_ready": False, "prog_ready": False, "loaded": None, "verdict": None, "prog_status": None,
+                          "last_error": None, "killed": None, "calls": 0, "err": ""}
+    bufs = {chk.stdout.fileno(): b"", prog.stdout.fileno(): b""}
+    open_fds = {chk.stdout.fileno(), prog.stdout.fileno(), chk.stderr.fileno(), prog.stderr.fileno()}
+    size = {prog.stdout.fileno(): 0, chk.stdout.fileno(): 0}
+
+    def to_checker(rec: dict) -> None:
+        try:
+            chk.stdin.write((json.dumps(rec) + "\n").encode())
+            chk.stdin.flush()
+        except OSError:
+            pass
+
+    def stop(status: str) -> None:
+        st["prog_status"] = st["prog_status"] or status
+        to_checker({"stop": status})
+
+    while st["verdict"] is None and open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            st["killed"] = "timeout"
+            break
+        r, _, _ = select.select(list(open_fds), [], [], min(left, poll_s))
+        if watch.over():
+            st["killed"] = "memory_limit"
+            watch.kill()
+            break
+        for fd in r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.discard(fd)
+                if fd == prog.stdout.fileno() and st["prog_status"] is None:
+                    stop("runtime_error")  # the program's sandbox is gone: no call will be answered
+                elif fd == chk.stdout.fileno():
+                    open_fds.clear()
+                continue
+            if fd not in bufs:  # stderr: kept for infra diagnostics only
+                st["err"] = (st["err"] + chunk.decode(errors="replace"))[-2000:]
+                continue
+            size[fd] += len(chunk)
+            if size[fd] > (cap if fd == prog.stdout.fileno() else 16 * cap):
+                st["killed"] = "output_limit"
+                break
+            bufs[fd] += chunk
+            while b"\n" in bufs[fd]:
+                line, bufs[fd] = bufs[fd].split(b"\n", 1)
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    continue
+                if fd == chk.stdout.fileno():
+                    if rec.get("ready") == 1:
+                        st["chk_ready"] = True
+                    elif "verdict" in rec:
+                        st["verdict"] = rec
+                    elif "args" in rec and st["prog_status"] is None:
+                        st["calls"] += 1
+                        try:
+                            prog.stdin.write((json.dumps({"args": rec["args"], "kwargs": rec.get("kwargs", {
+                                "dict": []})}) + "\n").encode())
+                            prog.stdin.flush()
+                        except OSError:
+                            stop("runtime_error")
+                    elif "args" in rec:
+                        to_checker({"stop": st["prog_status"]})
+                    continue
+                # the program's runner: ready, then record -1 (the program ran), then one per call
+                if not st["prog_ready"]:
+                    st["prog_ready"] = rec.get("ready") == 1
+                    continue
+                i, err, status = rec.get("i"), rec.get("error"), rec.get("status")
+                if rec.get("done") == 1 or "runner_error" in rec:
+                    if st["loaded"] is None or "runner_error" in rec:
+                        stop("runtime_error")
+                    continue
+                if i == -1:
+                    st["loaded"] = not (err or status) and rec.get("ok") == 1
+                    if not st["loaded"]:
+                        stop("memory_limit" if err == "MemoryError" else "timeout" if status == "timeout"
+                             else "runtime_error")
+                elif status:
+                    stop({"timeout": "timeout", "output_limit": "output_limit"}.get(status, "runtime_error"))
+                elif err == "MemoryError":
+                    stop("memory_limit")
+                elif err:
+                    st["last_error"] = err
+                    to_checker({"error": err})
+                elif rec.get("ok") == 1 and "value" in rec:
+                    to_checker({"value": rec["value"]})
+                else:
+                    stop("runtime_error")
+        if st["killed"]:
+            break
+    return st
+
+
+def _check_verdict(st: dict) -> tuple[str, str]:
+    if not st["chk_ready"] or not st["prog_ready"]:
+        return "infra_error", "a check-mode sandbox never started (no ready record)"
+    if st["killed"] in ("memory_limit", "output_limit"):
+        return st["killed"], ""
+    if st["prog_status"] in ("timeout", "memory_limit", "output_limit"):
+        return st["prog_status"], ""
+    v = st["verdict"]
+    if v is None:
+        return ("timeout", "the whole check ran past its limit") if st["killed"] == "timeout" else (
+            "runtime_error", "the checker gave no verdict")
+    if v.get("verdict") == "passed":
+        if st["loaded"] and st["calls"] > 0:
+            return "passed", ""
+        return "failed", "the check never called the candidate"
+    if st["prog_status"] or (v.get("verdict") == "failed" and st["last_error"]):
+        return "runtime_error", str(st["prog_status"] or st["last_error"])
+    if str(v.get("detail", "")).startswith("unsupported"):
+        return "runtime_error", v["detail"]
+    return "failed", str(v.get("error", ""))
+
+
 def _pids() -> set[int]:
     return {int(d) for d in os.listdir("/proc") if d.isdigit()}
 
@@ -442,8 +653,9 @@ class MemoryWatch:
     ``processes`` x RLIMIT_AS.
     """
 
-    def __init__(self, root: int, limit: int, before: set[int]):
-        self.root, self.limit = root, limit
+    def __init__(self, root: int, limit: int, before: set[int], interval: float = 0.02):
+        self.root, self.limit, self.interval = root, limit, interval
+        self._last = 0.0
         self.foreign = set(before) - {root}
         self.mine: set[int] = {root}
         self.peak = 0
@@ -495,6 +707,11 @@ class MemoryWatch:
         return pss
 
     def over(self) -> bool:
+        """Whether the sandbox is past its limit (measured at most once per ``interval``)."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
         return self.used() > self.limit
 
     def kill(self) -> None:

@@ -33,7 +33,9 @@ DESCRIPTION = ("write a one-line Python function f composed of k operations on a
 FORMATS_HINT = (
     "code rows need 'prompt' and one of: 'fn_name' + 'tests' [{'args': [...], 'expected': ...}] (function "
     "calls); 'tests' [{'input': stdin text, 'output': stdout text}] (a program reading stdin); 'tests' "
-    "['assert f(1) == 2', ...] (single assert statements that call the program's functions); or APPS-style 'input_output' {'inputs': [...], 'outputs': [...], 'fn_name'?}")
+    "['assert f(1) == 2', ...] (single assert statements that call the program's functions); APPS-style "
+    "'input_output' {'inputs': [...], 'outputs': [...], 'fn_name'?}; or HumanEval-style 'test' (source "
+    "defining check(candidate)) + 'entry_point'")
 
 # ------------------------------------------------------------------------------ extraction
 _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -189,9 +191,29 @@ def _fn_name(name: Any) -> str:
     return name
 
 
+def check_spec(prompt: Any, test: Any, entry_point: Any) -> dict:
+    """``meta["code"]`` for a HumanEval-style row: ``test`` defines ``check(candidate)`` and the
+    program is ``prompt`` + the response. Graded in check mode (rewards/sandbox.py): the dataset's
+    prompt and test run in a checker sandbox that never runs the program; every ``candidate(...)``
+    call is answered by the program's own sandbox with a type-strictly encoded value."""
+    ep = _fn_name(entry_point)
+    if not isinstance(prompt, str) or not isinstance(test, str):
+        raise CodeRowError("HumanEval-style rows need string 'prompt' and 'test'")
+    for name, src in (("prompt", prompt), ("test", test)):
+        try:
+            tree = ast.parse(src)
+        except SyntaxError as e:
+            raise CodeRowError(f"{name} is not valid Python ({e.msg}, line {e.lineno})") from None
+        if name == "test" and not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body):
+            raise CodeRowError("'test' must define check(candidate) (HumanEval format)")
+    return {"mode": "check", "cases": [{"setup": prompt, "test": test, "entry_point": ep}], "expected": [True]}
+
+
 def code_spec_from_row(row: dict) -> dict:
     """``meta["code"]`` for a user row in any supported format (see ``FORMATS_HINT``)."""
     from reasonrl.rewards.sandbox_runner import Unencodable, encode
+    if "entry_point" in row and isinstance(row.get("test"), str):
+        return check_spec(row.get("prompt"), row["test"], row["entry_point"])
     tests = row.get("tests", row.get("test_list"))
     io = row.get("input_output")
     if isinstance(io, str):
