@@ -459,3 +459,20 @@ def test_check_mode_program_side_keeps_the_whole_sandbox_memory_limit(host):
     r = ex.run(check_job(HOGS.replace("def f(x):", "def add(a, b):").replace("2 * x", "a + b")))
     ex.close()
     assert r.status == "memory_limit", r
+
+
+def test_check_mode_a_stopped_runner_cannot_hang_the_trainer(host):
+    # the program SIGSTOPs its own runner after the first answer; the next request (200 KB, more than
+    # a pipe holds) can then never be read: the relay must give up at the deadline, not block
+    from reasonrl.tasks.code import check_spec
+
+    test = ("import time\ndef check(candidate):\n    assert candidate('a') == 1\n    time.sleep(0.5)\n"
+            "    assert candidate('x' * 200000) == 200000\n")
+    code = ("import os, signal, time\ndef add(s):\n    runner = os.getppid()\n    if os.fork() == 0:\n"
+            "        time.sleep(0.1)\n        os.kill(runner, signal.SIGSTOP)\n        os._exit(0)\n    return len(s)")
+    ex = CodeExecutor(replace(CFG, check_timeout_s=2.0))
+    t0 = time.monotonic()
+    r = ex.run(CodeJob.from_spec(code, check_spec("def add(s):\n    pass\n", test, "add")))
+    ex.close()
+    assert r.status in ("timeout", "runtime_error"), r
+    assert time.monotonic() - t0 < CFG.startup_s + 2.0 + 3.0

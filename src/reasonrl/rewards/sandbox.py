@@ -369,17 +369,12 @@ class CodeExecutor:
         chk, prog = procs
         watch = MemoryWatch(prog.pid, c.memory_mb << 20, before, c.memory_poll_s)
         base = {"timeout_s": c.timeout_s, "cpu_s": c.cpu_s, "output_bytes": c.output_bytes, "limits": self._limits()}
-        try:
-            chk.stdin.write((json.dumps({**base, "mode": "checker", "setup": case["setup"], "test": case["test"],
-                                         "entry_point": case["entry_point"]}) + "\n").encode())
-            chk.stdin.flush()
-            prog.stdin.write((json.dumps({**base, "mode": "serve", "code": job.code, "max_calls": max_calls,
-                                          "entry_point": case["entry_point"]}) + "\n").encode())
-            prog.stdin.flush()
-        except OSError:
-            pass
-        state = _relay(chk, prog, watch, time.monotonic() + c.startup_s + budget, c.output_bytes + (256 << 10),
-                       c.memory_poll_s)
+        deadline = time.monotonic() + c.startup_s + budget
+        _send(chk, {**base, "mode": "checker", "setup": case["setup"], "test": case["test"],
+                    "entry_point": case["entry_point"]}, deadline)
+        _send(prog, {**base, "mode": "serve", "code": job.code, "max_calls": max_calls, "cpu_total": budget,
+                     "entry_point": case["entry_point"]}, deadline)
+        state = _relay(chk, prog, watch, deadline, c.output_bytes + (256 << 10), c.memory_poll_s)
         for p in procs:
             _kill(p)
         status, detail = _check_verdict(state)
@@ -501,6 +496,27 @@ def _kill(proc: subprocess.Popen) -> None:
             pass
 
 
+def _send(proc: subprocess.Popen, rec: dict, deadline: float) -> bool:
+    """Write one JSON line to ``proc``'s stdin without ever blocking past ``deadline`` (a stopped
+    reader must not hang the trainer's thread). False when it could not be delivered."""
+    data = (json.dumps(rec) + "\n").encode()
+    fd = proc.stdin.fileno()
+    os.set_blocking(fd, False)
+    while data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            if not select.select([], [fd], [], left)[1]:
+                continue
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
 def _relay(chk: subprocess.Popen, prog: subprocess.Popen, watch: "MemoryWatch", deadline: float, cap: int,
            poll_s: float) -> dict:
     """Pass request lines checker -> program and answer lines program -> checker until the checker
@@ -513,11 +529,8 @@ def _relay(chk: subprocess.Popen, prog: subprocess.Popen, watch: "MemoryWatch", 
     size = {prog.stdout.fileno(): 0, chk.stdout.fileno(): 0}
 
     def to_checker(rec: dict) -> None:
-        try:
-            chk.stdin.write((json.dumps(rec) + "\n").encode())
-            chk.stdin.flush()
-        except OSError:
-            pass
+        if not _send(chk, rec, deadline):
+            st["killed"] = st["killed"] or "timeout"
 
     def stop(status: str) -> None:
         st["prog_status"] = st["prog_status"] or status
@@ -565,12 +578,8 @@ def _relay(chk: subprocess.Popen, prog: subprocess.Popen, watch: "MemoryWatch", 
                         st["verdict"] = rec
                     elif "args" in rec and st["prog_status"] is None:
                         st["calls"] += 1
-                        try:
-                            prog.stdin.write((json.dumps({"args": rec["args"], "kwargs": rec.get("kwargs", {
-                                "dict": []})}) + "\n").encode())
-                            prog.stdin.flush()
-                        except OSError:
-                            stop("runtime_error")
+                        if not _send(prog, {"args": rec["args"], "kwargs": rec.get("kwargs", {"dict": []})}, deadline):
+                            stop("runtime_error")  # its runner stopped reading (e.g. SIGSTOPped by the program)
                     elif "args" in rec:
                         to_checker({"stop": st["prog_status"]})
                     continue

@@ -151,7 +151,7 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
     os.read(go_r, 1)
     os.close(go_r)
     serve = job["mode"] == "serve"
-    cpu = max(1, int(math.ceil(job["cpu_s"] * (job["max_calls"] if serve else len(cases)))))
+    cpu = max(1, int(math.ceil(job["cpu_total"] if serve else job["cpu_s"] * len(cases))))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     fd_in = os.open(in_path, os.O_RDONLY) if in_path else os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd_in, 0)
