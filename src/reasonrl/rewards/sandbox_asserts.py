@@ -28,15 +28,16 @@ import builtins
 import copy
 import math
 import operator
+import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["AssertSpec", "split_assert", "evaluate_check", "CheckError", "MODULES"]
 
 # names the check may use, resolved HERE (never the program's bindings of the same names)
 _FUNCS: dict[str, Any] = {
     "abs": abs, "round": round, "len": len, "sorted": sorted, "set": set, "frozenset": frozenset, "list": list,
-    "tuple": tuple, "sum": sum, "min": min, "max": max, "int": int, "float": float, "str": str, "bool": bool,
+    "tuple": tuple, "sum": lambda *a: _sum(*a), "min": min, "max": max, "int": int, "float": float, "str": str, "bool": bool,
     "isinstance": isinstance, "all": all, "any": any, "type": type, "dict": dict, "reversed": reversed,
     "zip": zip, "enumerate": enumerate, "map": map, "filter": filter, "chr": chr, "ord": ord, "divmod": divmod,
     "range": lambda *a: _range(*a), "True": True, "False": False, "None": None,
@@ -75,21 +76,24 @@ class _Fallback(Exception):
     pass
 
 
-class AssertSpec(tuple):
-    """(case for the sandbox, expected, form). form 'literal': type-strict ``PART == LITERAL``, expected
-    is the literal (to be encoded); 'parent': expected is ``{"check": source}`` decided here by
-    :func:`evaluate_check`; 'fallback': ``bool(TEST)`` evaluated in the sandbox, expected ``True``."""
+class AssertSpec(NamedTuple):
+    """How one assert is graded. form 'literal': type-strict ``PART == LITERAL``, ``expected`` is the
+    literal (encoded by the loader); 'parent': ``expected`` is ``{"check": source}``, decided here by
+    :func:`evaluate_check`; 'fallback': ``bool(TEST)`` evaluated in the sandbox, ``expected`` True."""
 
-    case = property(lambda s: s[0])
-    expected = property(lambda s: s[1])
-    form = property(lambda s: s[2])
+    case: dict
+    expected: Any
+    form: str
 
 
 _BUILTINS = frozenset(dir(builtins))
 
 
+_PLACEHOLDER = re.compile(r"_v\d+")
+
+
 def _parent_name(name: str) -> bool:
-    return name in _FUNCS or name == "math" or name.startswith("_v")
+    return name in _FUNCS or name == "math" or _PLACEHOLDER.fullmatch(name) is not None
 
 
 def _names(node: ast.AST) -> set[str]:
@@ -177,6 +181,9 @@ def split_assert(src: str) -> AssertSpec:
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
         raise ValueError("must be a single assert statement")
     test = tree.body[0].test
+    if any(_PLACEHOLDER.fullmatch(n) for n in _names(test)):  # would collide with the parts' placeholders
+        case = {"expr": f"bool({ast.get_source_segment(text, test)})", "names": sorted(_names(test) - _BUILTINS)}
+        return AssertSpec(case, True, "fallback")
     if not _uses_program(test):
         raise ValueError("does not use anything the program defines")
     # PART == LITERAL (either side): the type-strict comparison the function-call format also uses
@@ -189,7 +196,7 @@ def split_assert(src: str) -> AssertSpec:
             except (_Fallback, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 continue
             if whole:
-                return AssertSpec(({"expr": lifter.parts[0], "names": _program_names(side)}, want, "literal"))
+                return AssertSpec({"expr": lifter.parts[0], "names": _program_names(side)}, want, "literal")
     lifter = _Lifter(text)
     try:
         check = ast.unparse(lifter.lift(copy.deepcopy(test)))
@@ -198,13 +205,13 @@ def split_assert(src: str) -> AssertSpec:
         case = {"expr": f"bool({ast.get_source_segment(text, test)})", "names": _program_names(test)}
         if _names(test) & set(MODULES):
             case["modules"] = sorted(_names(test) & set(MODULES))
-        return AssertSpec((case, True, "fallback"))
+        return AssertSpec(case, True, "fallback")
     parts = [ast.parse(p, mode="eval") for p in lifter.parts]
     case = {"exprs": lifter.parts, "names": sorted({n for p in parts for n in _program_names(p)})}
     mods = sorted({n for p in parts for n in _names(p)} & set(MODULES))
     if mods:
         case["modules"] = mods
-    return AssertSpec((case, {"check": check}, "parent"))
+    return AssertSpec(case, {"check": check}, "parent")
 
 
 # ------------------------------------------------------------------------------ the parent interpreter
@@ -247,6 +254,13 @@ def _require_plain(v: Any, depth: int) -> None:
         for k, x in v.items():
             _require_plain(k, depth + 1)
             _require_plain(x, depth + 1)
+
+
+def _sum(items: Any, start: Any = 0) -> Any:
+    items = list(items)
+    if not isinstance(start, (int, float, complex)) and len(items) > 10_000:  # sum(lists, []) is quadratic
+        raise CheckError("sum of too many sequences")
+    return sum(items, start)
 
 
 def _range(*args: int) -> range:
