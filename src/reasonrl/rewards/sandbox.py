@@ -10,7 +10,11 @@ only, a size-capped tmpfs at ``/tmp``, an empty environment for bwrap itself and
 SIGKILL and an output cap.
 
 Inside, :mod:`reasonrl.rewards.sandbox_runner` reports raw per-test outputs; the verdict is computed
-HERE, type-strictly, from those records. Expected outputs never enter the sandbox; exit codes and
+HERE, type-strictly, from those records (assert tests: by :mod:`reasonrl.rewards.sandbox_asserts`
+over the decoded values of the program's calls; HumanEval-style ``check(candidate)``: by the dataset's
+check running in a second sandbox that never runs the program, see :meth:`CodeExecutor._run_check`).
+The memory limit holds for the whole sandbox (:class:`MemoryWatch`, and a cgroup v2 leaf where the
+kernel delegates one), not only per process. Expected outputs never enter the sandbox; exit codes and
 stdout markers are never evidence of passing (a record per test case is required).
 
 Statuses: ``passed``, ``failed``, ``timeout``, ``runtime_error``, ``memory_limit``,

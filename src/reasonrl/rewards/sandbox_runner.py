@@ -14,7 +14,14 @@ wall-clock deadline per case enforced here (SIGKILL on expiry). Anything a compl
 does to the runner (killing it, writing into its pipes) can only cost that completion its own
 records, never forge a verdict: the verdict needs the expected outputs, which are not in here.
 
-``encode`` is also used by the loaders (reasonrl.tasks.code) to encode expected values the same way.
+Check mode (HumanEval-style ``check(candidate)``, see reasonrl.rewards.sandbox) uses two instances
+in two sandboxes: ``serve`` runs the program once and answers each request line (encoded arguments)
+with one record, like a call case; ``checker`` runs only the dataset's prompt and test, with a
+``candidate`` stub that writes requests and reads the relayed answers, and writes the verdict. The
+checker never runs program code; the program's instance never sees the test.
+
+The job is the first line of stdin. ``encode`` is also used by the loaders (reasonrl.tasks.code) to
+encode expected values the same way; ``decode`` is its inverse.
 """
 
 import json
