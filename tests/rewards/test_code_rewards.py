@@ -248,6 +248,11 @@ def test_cgroup_leaf_wraps_the_sandbox_and_reports_kernel_oom_kills(tmp_path, mo
     monkeypatch.setattr(sb, "_oom_kills", lambda path: 1 if (leaf / "cgroup.procs").stat().st_size else 0)
     (leaf / "cgroup.procs").write_text("")
     assert ex.run(job).status == "memory_limit"  # an OOM kill counted in the leaf during the run
+    from reasonrl.tasks.code import check_spec
+
+    (leaf / "cgroup.procs").write_text("")
+    check = CodeJob.from_spec("    return a", check_spec("def f(a):\n    pass\n", "def check(c):\n    assert c(1) == 1\n", "f"))
+    assert ex.run(check).status == "memory_limit"  # check mode: the program's sandbox is in the leaf too
     monkeypatch.setattr(sb, "_cgroup_v2_parent", lambda: None)
     with pytest.raises(SandboxUnavailable, match="memory_guard='auto'"):
         CodeExecutor(replace(CFG, memory_guard="cgroup"))

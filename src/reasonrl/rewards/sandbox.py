@@ -267,6 +267,7 @@ class CodeExecutor:
             raise SandboxUnavailable("sandbox memory_guard='cgroup' needs a writable cgroup v2 directory with the memory "
                                      "controller enabled (none found); use memory_guard='auto' to fall back to polling")
         self.memory_guard = "cgroup+poll" if self._cgroup is not None else "poll"
+        self._oom0: dict[int, int] = {}  # check mode: each slot's OOM-kill count when its program started
 
     # -- command ------------------------------------------------------------------------
     def _bwrap_cmd(self, slot: int, argv: list[str], checker: bool = False) -> list[str]:
@@ -346,6 +347,8 @@ class CodeExecutor:
     def _start(self, slot: int, checker: bool = False) -> subprocess.Popen:
         argv = [self.python, "-I", "-S", "-c", _RUNNER_SRC]
         cmd = self._bwrap_cmd(slot, argv, checker) if self.cfg.isolation == "bwrap" else argv
+        if self._cgroup is not None and not checker:
+            cmd, self._oom0[slot] = self._cgroup.enter(slot, cmd)
         return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={},
                                 start_new_session=True, close_fds=True,
                                 cwd="/tmp" if self.cfg.isolation == "bwrap" else None)
@@ -381,6 +384,8 @@ class CodeExecutor:
         state = _relay(chk, prog, watch, deadline, c.output_bytes + (256 << 10), c.memory_poll_s)
         for p in procs:
             _kill(p)
+        if self._cgroup is not None and self._cgroup.leave(slot, self._oom0.get(slot)):
+            state["killed"] = "memory_limit"  # the kernel's OOM killer acted in the program's leaf
         status, detail = _check_verdict(state)
         if status == "infra_error":
             detail += f"; stderr: {state['err'][-300:]!r}"
