@@ -91,7 +91,9 @@ class RewardConfig(_Section):
         "Isolation for code tasks: 'bwrap' (bubblewrap, unprivileged uid, no network; refuses to run without it) or "
         "'UNSAFE_none' (a plain subprocess with rlimits: NO isolation, for trusted code only)."))
     code_timeout_s: float = Field(2.0, gt=0, description="Wall-clock (and CPU) limit per code test case, in seconds.")
-    code_memory_mb: int = Field(512, ge=64, description="Address-space limit (RLIMIT_AS) of a sandboxed program, MiB.")
+    code_memory_mb: int = Field(512, ge=64, description=(
+        "Memory limit of one code sandbox, MiB: summed over all its processes (cgroup or polling), and each "
+        "process's RLIMIT_AS."))
     code_workers: int = Field(0, ge=0, description="Sandboxes run in parallel; 0 = number of CPU cores.")
     code_partial_credit: bool = Field(False, description=(
         "Code tasks: score a program that fails some test cases with the share it passes (default: all or nothing)."))

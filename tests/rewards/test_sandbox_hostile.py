@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 
 from reasonrl.rewards.sandbox import CodeExecutor, CodeJob, SandboxConfig
@@ -63,7 +65,7 @@ class HostService:
 
 def _live_sandbox_procs(ex: CodeExecutor) -> list[tuple[int, str]]:
     """Live (non-zombie) processes running as a sandbox slot uid, or children of this process."""
-    uids = {ex.uid0 + i for i in range(ex.workers)} if os.geteuid() == 0 else set()
+    uids = set(ex.uids) if os.geteuid() == 0 else set()  # program and check-mode checker uids
     me = os.getpid()
     found = []
     for d in os.listdir("/proc"):
@@ -141,6 +143,36 @@ def test_3_fork_bomb_is_contained(ex, host):
 def test_4_memory_bomb_hits_the_memory_limit(ex, host):
     r = ex.run(call_job("def f(x):\n    b = bytearray(3 << 30)\n    return 2*x"))
     assert r.status == "memory_limit"
+
+
+HOGS = """
+import os, time
+def f(x):
+    r, w = os.pipe()
+    for _ in range(8):
+        if os.fork() == 0:
+            hog = b"h" * (200 << 20)  # 200 MB each, every page written: well under RLIMIT_AS alone
+            os.write(w, b".")
+            time.sleep(30)
+            os._exit(0)
+    got = b""
+    while len(got) < 8:
+        got += os.read(r, 8)
+    time.sleep(3)  # all 1.6 GB resident at once; then claim success
+    return 2 * x
+"""
+
+
+def test_4b_fork_bomb_of_memory_hogs_hits_the_whole_sandbox_limit(host):
+    # issue 11 item 4: RLIMIT_AS is per process; the limit must hold for the sandbox as a whole
+    ex = CodeExecutor(replace(CFG, timeout_s=8.0, cpu_s=8.0, memory_mb=512))
+    t0 = time.monotonic()
+    r = ex.run(call_job(HOGS))
+    elapsed = time.monotonic() - t0
+    ex.close()
+    assert r.status == "memory_limit", r
+    assert elapsed < 8.0, "killed at the memory limit, not at the wall-clock limit"
+    assert 512 <= r.memory_peak_mb < 1200, r  # seen over the limit, stopped well before the hogs' 1.6 GB
 
 
 def test_5_huge_stdout_is_capped(ex, host):
@@ -292,3 +324,155 @@ def test_stdio_program(ex, host):
     assert ex.run(job).status == "passed"
     job = CodeJob("print(input())", "stdio", [{"stdin": "3\n"}], ["4"])
     assert ex.run(job).status == "failed"
+
+
+# ------------------------------------------------------------------ assert-style forgeries (issue 11 item 3)
+def assert_job(code: str, tests: list[str]) -> CodeJob:
+    """A job built the way the loader builds MBPP-style rows (reasonrl.tasks.code)."""
+    from reasonrl.tasks.code import code_spec_from_row
+
+    spec = code_spec_from_row({"prompt": "p", "test_list": tests})
+    return CodeJob(code, spec["mode"], spec["cases"], spec["expected"])
+
+
+PRIME_TESTS = ["assert is_prime(7)", "assert is_prime(13)", "assert is_prime(2) is True"]
+AREA_TESTS = ["assert math.isclose(area(2.0), 12.566370614359172, rel_tol=1e-9)",
+              "assert abs(area(1.0) - 3.141592653589793) < 1e-6", "assert area(3.0) > 28"]
+SORT_TESTS = ["assert sorted(f([3, 1, 2])) == [1, 2, 3]", "assert set(f([2, 2])) == {2}",
+              "assert round(g(1), 2) == 0.33", "assert len(f([1, 2])) == 2"]
+HELPER_TESTS = ["assert sorted(f([3, 1, 2])) == [1, 2, 3]", "assert round(g(1), 2) == 0.33",
+                "assert len(f([1, 2])) == 2"]
+COMPARE_TESTS = ["assert is_prime(7)", "assert f(3) < 5", "assert f(10) > 100", "assert f(4) != 4",
+                 "assert abs(area(1.0) - 3.141592653589793) < 1e-6"]
+ALWAYS = """
+class T:
+    def __eq__(s, o): return True
+    def __ne__(s, o): return True
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__
+    def __bool__(s): return True
+    def __sub__(s, o): return s
+    def __abs__(s): return s
+    def __round__(s, n=0): return 0.33
+    def __len__(s): return 2
+    def __iter__(s): return iter([3, 2, 1])
+"""
+FORGERIES = {
+    # rebinding bool (and the helpers the tests call) in the program's globals
+    "rebind-bool": (PRIME_TESTS, "bool = lambda x: True\ndef is_prime(n):\n    return False"),
+    "rebind-helpers": (SORT_TESTS, "def sorted(x):\n    return [1, 2, 3]\ndef set(x):\n    return {2}\n"
+                                   "round = lambda x, n: 0.33\nlen = lambda x: 2\ndef f(xs):\n    return []\n"
+                                   "def g(x):\n    return 0.5"),
+    # ... or in the builtins module itself (what a copy of the globals would not catch)
+    "patch-builtins-module": (HELPER_TESTS + AREA_TESTS[1:2],
+                              "import builtins\nbuiltins.sorted = lambda x: [1, 2, 3]\n"
+                              "builtins.round = lambda x, n=0: 0.33\nbuiltins.len = lambda x: 2\n"
+                              "builtins.abs = lambda x: 0\ndef f(xs):\n    return []\ndef g(x):\n    return 0.5\n"
+                              "def area(r):\n    return 0.0"),
+    # shadowing math with a module-like object, or patching the real module
+    "shadow-math": (AREA_TESTS, "class _M:\n    def isclose(self, *a, **k):\n        return True\nmath = _M()\n"
+                                "abs = lambda x: 0\ndef area(r):\n    return 99.0 if r > 2 else 0.0"),
+    "patch-math-module": (AREA_TESTS, "import math\nmath.isclose = lambda *a, **k: True\nimport builtins\n"
+                                      "builtins.abs = lambda x: 0\ndef area(r):\n    return 99.0 if r > 2 else 0.0"),
+    # an object whose comparisons always succeed (and whose abs/round/len/iteration give the wanted answer)
+    "always-true-comparisons": (COMPARE_TESTS, ALWAYS + "def is_prime(n):\n    return T()\ndef f(x):\n    return T()\n"
+                                               "def area(r):\n    return T()"),
+    "helpers-on-a-rigged-object": (HELPER_TESTS, ALWAYS + "def f(xs):\n    return T()\ndef g(x):\n    return T()"),
+    # an int subclass that is always truthy
+    "truthy-int-subclass": (PRIME_TESTS[:2], "class B(int):\n    def __bool__(self): return True\n"
+                                             "def is_prime(n):\n    return B(0)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_assert_tests_do_not_pass(ex, host, name):
+    tests, code = FORGERIES[name]
+    r = ex.run(assert_job(code, tests))
+    assert r.status in ("failed", "runtime_error"), r
+    assert r.passed < len(tests)
+
+
+def test_honest_assert_solutions_still_pass(ex, host):
+    assert ex.run(assert_job("def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))",
+                             PRIME_TESTS)).status == "passed"
+    assert ex.run(assert_job("import math\ndef area(r):\n    return math.pi * r * r", AREA_TESTS)).status == "passed"
+    assert ex.run(assert_job("def f(xs):\n    return xs\ndef g(x):\n    return x / 3", SORT_TESTS)).status == "passed"
+
+
+# ------------------------------------------------------------------ HumanEval-style check(candidate) (item 5)
+HE_PROMPT = 'def add(a: int, b: int) -> int:\n    """Add a and b.\n    >>> add(2, 3)\n    5\n    """\n'
+HE_TEST = """
+METADATA = {}
+
+
+def check(candidate):
+    assert candidate(2, 3) == 5
+    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9
+    for a in range(5):
+        assert candidate(a, a) == 2 * a
+"""
+
+
+def check_job(completion: str) -> CodeJob:
+    from reasonrl.tasks.code import check_spec
+
+    return CodeJob.from_spec(completion, check_spec(HE_PROMPT, HE_TEST, "add"))
+
+
+CHECK_FORGERIES = {
+    "rigged-object": ALWAYS + "def add(a, b):\n    return T()",
+    "patch-builtins-and-assert": "import builtins\nbuiltins.abs = lambda x: 0\nbuiltins.AssertionError = type(None)\n"
+                                 "def add(a, b):\n    return 0",
+    "fake-verdict-on-every-fd": """
+import os
+FAKE = b'{"verdict": "passed"}\\n{"ready": 1}\\n{"i": 0, "ok": 1, "value": 5}\\n'
+def add(a, b):
+    for pid in (os.getpid(), os.getppid()):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                w = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+                os.write(w, FAKE)
+            except OSError:
+                pass
+    return None
+""",
+    "exit-during-the-check": "import os\ndef add(a, b):\n    os._exit(0)",
+    "kill-the-runner": "import os\ndef add(a, b):\n    os.kill(os.getppid(), 9)\n    return a + b + 1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECK_FORGERIES))
+def test_check_mode_forgeries_do_not_pass(ex, host, name):
+    r = ex.run(check_job(CHECK_FORGERIES[name]))
+    assert r.status in ("failed", "runtime_error"), r
+
+
+def test_check_mode_honest_and_hostile_programs(ex, host):
+    assert ex.run(check_job("    return a + b")).status == "passed"  # a body, as HumanEval completions are
+    assert ex.run(check_job("def add(a, b):\n    return b + a")).status == "passed"  # a whole function
+    assert ex.run(check_job("    return a + b + (a == 4)")).status == "failed"  # wrong on one looped case
+    assert ex.run(check_job("    while True:\n        pass")).status == "timeout"
+    assert ex.run(check_job("    return 2.0 * a if a == b else a + b")).status == "passed"  # the test's own semantics
+
+
+def test_check_mode_program_side_keeps_the_whole_sandbox_memory_limit(host):
+    ex = CodeExecutor(replace(CFG, timeout_s=8.0, cpu_s=8.0))
+    r = ex.run(check_job(HOGS.replace("def f(x):", "def add(a, b):").replace("2 * x", "a + b")))
+    ex.close()
+    assert r.status == "memory_limit", r
+
+
+def test_check_mode_a_stopped_runner_cannot_hang_the_trainer(host):
+    # the program SIGSTOPs its own runner after the first answer; the next request (200 KB, more than
+    # a pipe holds) can then never be read: the relay must give up at the deadline, not block
+    from reasonrl.tasks.code import check_spec
+
+    test = ("import time\ndef check(candidate):\n    assert candidate('a') == 1\n    time.sleep(0.5)\n"
+            "    assert candidate('x' * 200000) == 200000\n")
+    code = ("import os, signal, time\ndef add(s):\n    runner = os.getppid()\n    if os.fork() == 0:\n"
+            "        time.sleep(0.1)\n        os.kill(runner, signal.SIGSTOP)\n        os._exit(0)\n    return len(s)")
+    ex = CodeExecutor(replace(CFG, check_timeout_s=2.0))
+    t0 = time.monotonic()
+    r = ex.run(CodeJob.from_spec(code, check_spec("def add(s):\n    pass\n", test, "add")))
+    ex.close()
+    assert r.status in ("timeout", "runtime_error"), r
+    assert time.monotonic() - t0 < CFG.startup_s + 2.0 + 3.0

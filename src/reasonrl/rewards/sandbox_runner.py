@@ -14,7 +14,14 @@ wall-clock deadline per case enforced here (SIGKILL on expiry). Anything a compl
 does to the runner (killing it, writing into its pipes) can only cost that completion its own
 records, never forge a verdict: the verdict needs the expected outputs, which are not in here.
 
-``encode`` is also used by the loaders (reasonrl.tasks.code) to encode expected values the same way.
+Check mode (HumanEval-style ``check(candidate)``, see reasonrl.rewards.sandbox) uses two instances
+in two sandboxes: ``serve`` runs the program once and answers each request line (encoded arguments)
+with one record, like a call case; ``checker`` runs only the dataset's prompt and test, with a
+``candidate`` stub that writes requests and reads the relayed answers, and writes the verdict. The
+checker never runs program code; the program's instance never sees the test.
+
+The job is the first line of stdin. ``encode`` is also used by the loaders (reasonrl.tasks.code) to
+encode expected values the same way; ``decode`` is its inverse.
 """
 
 import json
@@ -30,7 +37,7 @@ class Unencodable(TypeError):
     pass
 
 
-def encode(v, depth=0):
+def encode(v, depth=0, ordered=False):
     """A JSON value that keeps Python types apart: bool/int/float/str/None as themselves, lists as
     lists, and tagged objects for tuple, set, dict and non-finite floats. Anything else (a custom
     class, e.g. one whose ``__eq__`` always returns True) cannot be encoded and fails the test."""
@@ -46,15 +53,40 @@ def encode(v, depth=0):
     if t is float:
         return v if math.isfinite(v) else {"float": repr(v)}
     if t is list:
-        return [encode(x, depth + 1) for x in v]
+        return [encode(x, depth + 1, ordered) for x in v]
     if t is tuple:
-        return {"tuple": [encode(x, depth + 1) for x in v]}
+        return {"tuple": [encode(x, depth + 1, ordered) for x in v]}
     if t is set or t is frozenset:
         return {"set": sorted(json.dumps(encode(x, depth + 1), sort_keys=True) for x in v)}
     if t is dict:
-        items = [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in v.items()]
+        items = [[encode(k, depth + 1, ordered), encode(x, depth + 1, ordered)] for k, x in v.items()]
+        if ordered:  # check mode: the receiver gets the dict in its insertion order (iteration can matter)
+            return {"dict": items}
         return {"dict": sorted(items, key=lambda kv: json.dumps(kv[0], sort_keys=True))}
     raise Unencodable(f"values of type {t.__name__} cannot be compared")
+
+
+def decode(v):
+    """The inverse of :func:`encode` (plain Python values only)."""
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    if isinstance(v, dict):
+        if set(v) == {"tuple"}:
+            return tuple(decode(x) for x in v["tuple"])
+        if set(v) == {"set"}:
+            return {_hashable(decode(json.loads(x))) for x in v["set"]}
+        if set(v) == {"dict"}:
+            return {_hashable(decode(k)): decode(x) for k, x in v["dict"]}
+        if set(v) == {"float"}:
+            return float(v["float"])
+        raise ValueError(f"unknown encoded value {sorted(v)}")
+    return v
+
+
+def _hashable(v):
+    if isinstance(v, list):  # pragma: no cover - encode never produces an unhashable key of a real set
+        raise ValueError("unhashable key in an encoded set or dict")
+    return v
 
 
 def _write(fd, obj):
@@ -64,9 +96,42 @@ def _write(fd, obj):
         data = data[n:]
 
 
-def _result(case, ns):
+def _pristine(cases):
+    """Built-ins and modules as they are BEFORE the program runs: the program can rebind names and
+    mutate the ``builtins`` module, but these dict copies keep the original bindings."""
+    import builtins
+    import importlib
+
+    mods = {}
+    for case in cases:
+        for m in case.get("modules", ()):
+            if m not in mods:
+                try:
+                    mods[m] = type(sys)(m)
+                    mods[m].__dict__.update(vars(importlib.import_module(m)))
+                except ImportError:
+                    mods.pop(m, None)
+    return {"builtins": dict(vars(builtins)), "modules": mods}
+
+
+def _env(case, ns, pristine):
+    """Namespace of a test expression: captured built-ins and modules, plus only the program names the
+    parent listed (``names``); everything else the program bound is invisible to it."""
+    env = {"__builtins__": pristine["builtins"]}
+    env.update(pristine["modules"])
+    for n in case["names"]:
+        if n in ns:
+            env[n] = ns[n]
+    return env
+
+
+def _result(case, ns, pristine=None):
+    if "exprs" in case:  # the program parts of an assert decided in the parent: their values, in order
+        env = _env(case, ns, pristine)
+        return [eval(compile(e, "<test>", "eval"), env) for e in case["exprs"]]
     if "expr" in case:
-        return eval(compile(case["expr"], "<test>", "eval"), ns)
+        env = _env(case, ns, pristine) if "names" in case else ns
+        return eval(compile(case["expr"], "<test>", "eval"), env)
     fn = ns.get(case["call"])
     if not callable(fn):
         raise NameError(f"no function named {case['call']}")
@@ -92,7 +157,8 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
 
     os.read(go_r, 1)
     os.close(go_r)
-    cpu = max(1, int(math.ceil(job["cpu_s"] * len(cases))))
+    serve = job["mode"] == "serve"
+    cpu = max(1, int(math.ceil(job["cpu_total"] if serve else job["cpu_s"] * len(cases))))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     fd_in = os.open(in_path, os.O_RDONLY) if in_path else os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd_in, 0)
@@ -103,6 +169,7 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
     stdio = job["mode"] == "stdio"
+    pristine = None if stdio or serve else _pristine(cases)
     ns = {"__name__": "__main__" if stdio else "solution", "__builtins__": __builtins__}
 
     def run_program():
@@ -126,9 +193,20 @@ def _child(job, cases, go_r, res_w, out_w, in_path):
         emit(rec)
     elif stdio:
         emit({"ok": 1})
+    elif serve:
+        emit({"ok": 1, "loaded": 1})
+        fn = ns.get(job["entry_point"])
+        for line in cases:  # requests relayed from the checker: plain encoded arguments only
+            req = json.loads(line)
+            emit(_guard(lambda: {"ok": 1, "value": encode(fn(*decode(req["args"]), **decode(req["kwargs"])),
+                                                          ordered=True)}))
+            try:
+                sys.stdout.flush()
+            except BaseException:  # noqa: BLE001
+                pass
     else:
         for case in cases:
-            emit(_guard(lambda: {"ok": 1, "value": encode(_result(case, ns))}))
+            emit(_guard(lambda: {"ok": 1, "value": encode(_result(case, ns, pristine))}))
             try:
                 sys.stdout.flush()
             except BaseException:  # noqa: BLE001
@@ -229,10 +307,156 @@ def _run_group(job, first, cases, rec_fd, budget):
     return len(out), ("stop" if status in ("timeout", "output_limit") else None)
 
 
+def _lines(fd):
+    """Complete lines read from ``fd`` until EOF (unbuffered: the fd is shared with nobody else)."""
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode()
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if buf:
+                yield buf.decode()
+            return
+        buf += chunk
+
+
+def _serve(job, rec_fd, requests, budget):
+    """check mode, program side: run the program once in a forked test process, then answer each
+    request line ``{"args", "kwargs"}`` (relayed by the trusted parent from the checker) with one
+    record ``{"i": k, "value"|"error"|"status"}``; each answer has ``timeout_s`` of wall clock."""
+    go_r, go_w = os.pipe()
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        return f"fork failed: {e.strerror}"
+    if pid == 0:
+        try:
+            os.close(rec_fd)
+            for fd in (go_w, req_w, res_r, out_r):
+                os.close(fd)
+            _child(job, _lines(req_r), go_r, res_w, out_w, None)
+        finally:
+            os._exit(70)
+    for fd in (go_r, req_r, res_w, out_w):
+        os.close(fd)
+    _write(rec_fd, {"ready": 1})
+    os.write(go_w, b"g")
+    os.close(go_w)
+    state = {"res": b"", "out": 0, "fds": {res_r, out_r}, "exit": None}
+
+    def answer(k):
+        """Forward the test process's next record (or why there is none); False to stop."""
+        deadline = time.monotonic() + job["timeout_s"]
+        while b"\n" not in state["res"]:
+            left = deadline - time.monotonic()
+            status = ("timeout" if left <= 0 else "output_limit" if state["out"] > budget
+                      else "no_result" if not state["fds"] else None)
+            if status is None and state["exit"] is None and os.waitpid(pid, os.WNOHANG)[0]:
+                state["exit"] = 1  # reaped: a daemonized grandchild may still hold the pipes
+            if status is None and state["exit"] is not None and not select.select([res_r], [], [], 0.05)[0]:
+                status = "no_result"
+            if status:
+                _write(rec_fd, {"i": k, "status": status})
+                return False
+            r, _, _ = select.select(list(state["fds"]), [], [], min(left, 0.5))
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    state["fds"].discard(fd)
+                elif fd == res_r:
+                    state["res"] += chunk
+                    if len(state["res"]) > budget + 65536:
+                        state["out"] = budget + 1
+                else:
+                    state["out"] += len(chunk)
+        line, state["res"] = state["res"].split(b"\n", 1)
+        try:
+            rec = json.loads(line.decode())
+            if not isinstance(rec, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            rec = {"status": "no_result"}
+        rec["i"] = k
+        _write(rec_fd, rec)
+        return not (rec.get("error") or rec.get("status")) and rec.get("ok") == 1
+
+    k = -1  # record -1: the program itself ran (or why not)
+    if answer(k):
+        for line in requests:
+            k += 1
+            if k >= job["max_calls"]:
+                _write(rec_fd, {"i": k, "status": "too_many_calls"})
+                break
+            try:
+                os.write(req_w, line.encode() + b"\n")
+            except OSError:
+                pass
+            if not answer(k):
+                break
+    if state["exit"] is None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+    return None
+
+
+class _Stop(BaseException):
+    """The program side stopped (timeout, memory, crash): the check cannot go on."""
+
+
+def _checker(job, rec_fd, replies):
+    """check mode, trusted side: run the DATASET's prompt and test (never the program) with a
+    ``candidate`` whose every call is a request to the program's sandbox, relayed by the parent;
+    only plain decoded values come back. Writes ``{"verdict": ...}``."""
+    import builtins
+
+    ns = {"__name__": "__checker__"}
+    ep = job["entry_point"]
+
+    def candidate(*args, **kwargs):
+        try:
+            req = {"args": encode(list(args), ordered=True), "kwargs": encode(kwargs, ordered=True)}
+        except Unencodable as e:
+            raise _Stop(f"unsupported: an argument cannot be sent to the program ({e})") from None
+        _write(rec_fd, req)
+        rec = json.loads(next(replies))
+        if "value" in rec:
+            return decode(rec["value"])
+        err = rec.get("error")
+        exc = getattr(builtins, err, None) if isinstance(err, str) else None
+        if isinstance(exc, type) and issubclass(exc, Exception) and not issubclass(exc, Unencodable):
+            raise exc("raised by the candidate")
+        if err:
+            raise RuntimeError(f"the candidate raised {err}")
+        raise _Stop(rec.get("stop", "stopped"))
+
+    try:
+        exec(compile(job["setup"], "<prompt>", "exec"), ns)
+        ns[ep] = candidate  # a check that names the entry point calls the program too
+        exec(compile(job["test"], "<test>", "exec"), ns)
+        ns[job.get("check", "check")](candidate)
+    except _Stop as e:
+        _write(rec_fd, {"verdict": "stopped", "detail": str(e)[:200]})
+        return
+    except BaseException as e:  # noqa: BLE001 - the assert (or anything in the test) failed
+        _write(rec_fd, {"verdict": "failed", "error": type(e).__name__[:80]})
+        return
+    _write(rec_fd, {"verdict": "passed"})
+
+
 def main():
     import resource
 
-    job = json.loads(sys.stdin.read())
+    stdin_fd = sys.stdin.fileno()
+    lines = _lines(stdin_fd)
+    job = json.loads(next(lines))
     lim = job["limits"]
     for name, value in (("RLIMIT_AS", lim["memory_bytes"]), ("RLIMIT_FSIZE", lim["file_bytes"]),
                         ("RLIMIT_NOFILE", lim["open_files"]), ("RLIMIT_NPROC", lim["processes"]),
@@ -243,6 +467,17 @@ def main():
     null = os.open("/dev/null", os.O_WRONLY)
     os.dup2(null, 1)
     budget = job["output_bytes"]
+    if job["mode"] == "checker":
+        _write(rec_fd, {"ready": 1})
+        _checker(job, rec_fd, lines)
+        _write(rec_fd, {"done": 1})
+        return
+    if job["mode"] == "serve":
+        err = _serve(job, rec_fd, lines, budget)
+        if err:
+            _write(rec_fd, {"runner_error": err, "i": -1})
+        _write(rec_fd, {"done": 1})
+        return
     cases = job["cases"]
     # call mode: one process runs the program once and every case; stdio: a fresh run per case
     groups = [(k, [c]) for k, c in enumerate(cases)] if job["mode"] == "stdio" else [(0, cases)]

@@ -248,8 +248,7 @@ class Scorer:
         if code_idx:
             run_idx = [i for i in code_idx if extracted[i]]
             spec = [tasks[i].meta["code"] for i in run_idx]
-            results = self.executor.run_many([CodeJob(extracted[i], s["mode"], s["cases"], s["expected"])
-                                              for i, s in zip(run_idx, spec)])
+            results = self.executor.run_many([CodeJob.from_spec(extracted[i], s) for i, s in zip(run_idx, spec)])
             by_i = dict(zip(run_idx, results))
             for i in code_idx:
                 st = by_i[i].status if i in by_i else "no_code"

@@ -33,8 +33,9 @@ DESCRIPTION = ("write a one-line Python function f composed of k operations on a
 FORMATS_HINT = (
     "code rows need 'prompt' and one of: 'fn_name' + 'tests' [{'args': [...], 'expected': ...}] (function "
     "calls); 'tests' [{'input': stdin text, 'output': stdout text}] (a program reading stdin); 'tests' "
-    "['assert f(1) == 2', ...] (asserts of the form `assert EXPR == LITERAL`, `assert EXPR`, `assert not "
-    "EXPR`); or APPS-style 'input_output' {'inputs': [...], 'outputs': [...], 'fn_name'?}")
+    "['assert f(1) == 2', ...] (single assert statements that call the program's functions); APPS-style "
+    "'input_output' {'inputs': [...], 'outputs': [...], 'fn_name'?}; or HumanEval-style 'test' (source "
+    "defining check(candidate)) + 'entry_point'")
 
 # ------------------------------------------------------------------------------ extraction
 _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -169,27 +170,19 @@ def _literal(node: ast.AST, src: str) -> Any:
         raise CodeRowError(f"expected value {ast.get_source_segment(src, node)!r} is not a Python literal") from e
 
 
-def parse_assert(src: str) -> tuple[str, Any]:
-    """``assert EXPR == LITERAL`` -> (EXPR source, value); ``assert EXPR`` -> (EXPR, True);
-    ``assert not EXPR`` -> (``bool(EXPR)``, False). The expected side is evaluated here, never in the sandbox."""
+def parse_assert(src: str):
+    """Split one assert test for the sandbox and the trusted parent (reasonrl.rewards.sandbox_asserts):
+    returns ``(case, expected)``; only the program's values leave the sandbox, the verdict is decided here."""
+    from reasonrl.rewards.sandbox_asserts import split_assert
+    from reasonrl.rewards.sandbox_runner import encode
+
     try:
-        tree = ast.parse(src.strip())
+        spec = split_assert(src)
     except SyntaxError as e:
         raise CodeRowError(f"test {src!r:.80} is not valid Python ({e.msg})") from None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
-        raise CodeRowError(f"test {src!r:.80} must be a single assert statement")
-    test = tree.body[0].test
-    text = src.strip()
-    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
-        left, right = test.left, test.comparators[0]
-        try:
-            return ast.get_source_segment(text, left), _literal(right, text)
-        except CodeRowError:
-            return ast.get_source_segment(text, right), _literal(left, text)
-    # bare truth tests keep Python's truthiness: the sandbox returns bool(EXPR), compared to a bool
-    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        return f"bool({ast.get_source_segment(text, test.operand)})", False
-    return f"bool({ast.get_source_segment(text, test)})", True
+    except ValueError as e:
+        raise CodeRowError(f"test {src!r:.80} {e}") from None
+    return spec.case, (spec.expected if spec.form == "parent" else encode(spec.expected))
 
 
 def _fn_name(name: Any) -> str:
@@ -198,9 +191,29 @@ def _fn_name(name: Any) -> str:
     return name
 
 
+def check_spec(prompt: Any, test: Any, entry_point: Any) -> dict:
+    """``meta["code"]`` for a HumanEval-style row: ``test`` defines ``check(candidate)`` and the
+    program is ``prompt`` + the response. Graded in check mode (rewards/sandbox.py): the dataset's
+    prompt and test run in a checker sandbox that never runs the program; every ``candidate(...)``
+    call is answered by the program's own sandbox with a type-strictly encoded value."""
+    ep = _fn_name(entry_point)
+    if not isinstance(prompt, str) or not isinstance(test, str):
+        raise CodeRowError("HumanEval-style rows need string 'prompt' and 'test'")
+    for name, src in (("prompt", prompt), ("test", test)):
+        try:
+            tree = ast.parse(src)
+        except SyntaxError as e:
+            raise CodeRowError(f"{name} is not valid Python ({e.msg}, line {e.lineno})") from None
+        if name == "test" and not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body):
+            raise CodeRowError("'test' must define check(candidate) (HumanEval format)")
+    return {"mode": "check", "cases": [{"setup": prompt, "test": test, "entry_point": ep}], "expected": [True]}
+
+
 def code_spec_from_row(row: dict) -> dict:
     """``meta["code"]`` for a user row in any supported format (see ``FORMATS_HINT``)."""
     from reasonrl.rewards.sandbox_runner import Unencodable, encode
+    if "entry_point" in row and isinstance(row.get("test"), str):
+        return check_spec(row.get("prompt"), row["test"], row["entry_point"])
     tests = row.get("tests", row.get("test_list"))
     io = row.get("input_output")
     if isinstance(io, str):
@@ -231,9 +244,9 @@ def code_spec_from_row(row: dict) -> dict:
         if all(isinstance(t, str) for t in tests):
             mode = "call"
             for t in tests:
-                expr, want = parse_assert(t)
-                cases.append({"expr": expr})
-                expected.append(encode(want))
+                case, want = parse_assert(t)
+                cases.append(case)
+                expected.append(want)
         elif all(isinstance(t, dict) and "input" in t and "output" in t for t in tests):
             mode = "stdio"
             for t in tests:

@@ -96,7 +96,7 @@ def row_to_task(row: Any, path: Path, row_no: int, part: str | None = None) -> T
 
 def _is_code_row(row: dict) -> bool:
     return row.get("verifier") == "code" or ("answer" not in row and any(
-        k in row for k in ("tests", "test_list", "input_output")))
+        k in row for k in ("tests", "test_list", "input_output", "entry_point")))
 
 
 def _code_row_to_task(row: dict, path: Path, row_no: int, part: str | None, where: str) -> Task:
