@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from reasonrl.rewards.math_verify_worker import MathVerifier, Verdict
+from reasonrl.rewards.math_verify_worker import Verdict
 
 if TYPE_CHECKING:
+    from reasonrl.rewards.math_verify_worker import MathVerifier
     from reasonrl.rewards.sandbox import CodeExecutor, SandboxConfig
     from reasonrl.tasks.base import Task
 
