@@ -14,9 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the field and the fix."""
+from reasonrl.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -254,7 +252,7 @@ class Config(_Section):
             raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
         if "name" not in self.algorithm:
             raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
-        from reasonrl.trainer.scale_checks import validate_scale_config
+        from reasonrl.scale_config import validate_scale_config
 
         validate_scale_config(self)
         if self.ttrl.enabled:

@@ -12,7 +12,8 @@ import pytest
 from reasonrl.rewards import RewardInfrastructureError, Scorer
 from reasonrl.rewards.sandbox import UNSAFE, CodeExecutor, CodeJob, SandboxConfig, SandboxUnavailable, outputs_equal
 from reasonrl.tasks import TaskDataError, generate, load_file
-from reasonrl.tasks.code import extract_code, parse_assert
+from reasonrl.rewards.extract import extract_code
+from reasonrl.tasks.code import parse_assert
 
 CFG = SandboxConfig(timeout_s=1.0, cpu_s=1.0, workers=2, retries=1)
 

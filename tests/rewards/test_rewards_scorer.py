@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from reasonrl.rewards import (MathVerifier, RewardFunctionError, RewardInfrastructureError, RewardSpec,
                               Scorer)
 from reasonrl.rewards import math_verify_worker as mvw
+from reasonrl.rewards.verifiers import reasoning_gym as rg_verifier
 from reasonrl.tasks.base import Task
 
 FIX = "reward_fns_fixture"
@@ -20,14 +21,13 @@ def _t(uid, answer, verifier="math", **meta):
 @pytest.fixture
 def fake_rg(monkeypatch):
     calls = []
-    mod = types.ModuleType("reasonrl.tasks.reasoning_gym_source")
 
     def score_reasoning_gym(task, answer):
         calls.append((task.uid, answer))
         return 1.0 if answer == task.answer else 0.25
 
-    mod.score_reasoning_gym = score_reasoning_gym
-    monkeypatch.setitem(sys.modules, "reasonrl.tasks.reasoning_gym_source", mod)
+    monkeypatch.setitem(sys.modules, "reasoning_gym", types.ModuleType("reasoning_gym"))
+    monkeypatch.setattr(rg_verifier, "score_reasoning_gym", score_reasoning_gym)
     return calls
 
 
@@ -78,8 +78,8 @@ def test_batch_shape_and_countdown_meta_checked():
 
 
 def test_reasoning_gym_missing_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "reasonrl.tasks.reasoning_gym_source", None)
-    with pytest.raises(ImportError, match="score_reasoning_gym"):
+    monkeypatch.setitem(sys.modules, "reasoning_gym", None)
+    with pytest.raises(ImportError, match=r"reasoning-gym package \(pip install 'reasonrl\[gym\]'\)"):
         Scorer().score([_t("rg", "a", "reasoning_gym")], ["a"])
 
 

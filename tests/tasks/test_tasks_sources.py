@@ -62,7 +62,8 @@ def test_reasoning_gym_round_trip():
     pytest.importorskip("reasoning_gym")
     import json
 
-    from reasonrl.tasks.reasoning_gym_source import load_reasoning_gym, score_reasoning_gym
+    from reasonrl.rewards.verifiers.reasoning_gym import score_reasoning_gym
+    from reasonrl.tasks.reasoning_gym_source import load_reasoning_gym
 
     train = load_reasoning_gym("chain_sum", 40, seed=1, split="train", test_pool=100)
     test = load_reasoning_gym("chain_sum", 100, seed=1, split="test", test_pool=100)

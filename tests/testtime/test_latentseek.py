@@ -364,7 +364,7 @@ def test_cli_bad_setting_exits_2(model_dir, tmp_path, capsys):
 
 
 def test_bench_toy_size_writes_results_with_the_command(model_dir, tmp_path):
-    from reasonrl.testtime.run import bench_latentseek
+    from reasonrl.bench.latentseek import bench_latentseek
 
     out = tmp_path / "bench"
     args = ["models=tiny", f"out={out}", f"tiny.model={model_dir}", "tiny.n_problems=2", "tiny.max_iters=1",
@@ -380,8 +380,8 @@ def test_bench_toy_size_writes_results_with_the_command(model_dir, tmp_path):
 
 
 def test_bench_rejects_unknown_settings():
+    from reasonrl.bench.latentseek import bench_latentseek
     from reasonrl.config import ConfigError
-    from reasonrl.testtime.run import bench_latentseek
 
     with pytest.raises(ConfigError, match="unknown models"):
         bench_latentseek(["models=gpt5"])
@@ -390,7 +390,7 @@ def test_bench_rejects_unknown_settings():
 
 
 def test_matched_budget_from_problem_rows(tmp_path):
-    from reasonrl.testtime.run import matched_budget
+    from reasonrl.bench.latentseek import matched_budget
 
     rows = [{"arm": "oracle", "generations": 3, "final_correct": False},
             {"arm": "oracle", "generations": 2, "final_correct": True},

@@ -147,7 +147,7 @@ def register(cls: type[Recipe]) -> type[Recipe]:
 
 def validate_algorithm_params(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate ``algorithm:`` against the named recipe's parameter model; returns the filled dict."""
-    from reasonrl.config import ConfigError
+    from reasonrl.errors import ConfigError
 
     name = raw.get("name")
     if name not in REGISTRY:

@@ -121,19 +121,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-# Benchmarks by name -> "module:function"; each function takes (overrides: list[str]) and returns an exit code.
-# One line per benchmark, so adding one never touches another's code.
-BENCHES = {
-    "algorithms": "reasonrl.bench:bench_algorithms",
-    "rewards": "reasonrl.rewards.bench_rewards:bench_rewards",
-    "throughput": "reasonrl.bench_throughput:bench_throughput",
-    "async": "reasonrl.trainer.bench_async:bench_async",
-    "latentseek": "reasonrl.testtime.run:bench_latentseek",
-    "ttrl": "reasonrl.bench_ttrl:bench_ttrl",
-    "ssrl": "reasonrl.ssrl:bench_ssrl",
-}
-
-
 def cmd_latentseek(args) -> int:
     from reasonrl.testtime.run import run_cli
 
@@ -141,10 +128,9 @@ def cmd_latentseek(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import importlib
+    from reasonrl.bench import run_bench
 
-    mod, _, fn = BENCHES[args.what].partition(":")
-    return getattr(importlib.import_module(mod), fn)(args.overrides)
+    return run_bench(args.what, args.overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("overrides", nargs="*", help="latentseek.field=value, e.g. latentseek.max_iters=5")
     ls.set_defaults(func=cmd_latentseek)
 
-    b = sub.add_parser("bench", help="benchmarks")
+    from reasonrl.bench import BENCHES
+
+    b = sub.add_parser("bench", help="benchmarks (reasonrl/bench/, results in benchmarks/<name>/)")
     b.add_argument("what", choices=sorted(BENCHES))
     b.add_argument("overrides", nargs="*")
     b.set_defaults(func=cmd_bench)

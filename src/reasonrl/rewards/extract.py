@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_boxed", "extract_answer_tag", "extract_answer", "find_boxes"]
+__all__ = ["extract_boxed", "extract_answer_tag", "extract_answer", "extract_code", "find_boxes"]
 
 _BOX_RE = re.compile(r"\\boxed(?![A-Za-z])")
 _ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
@@ -101,3 +101,16 @@ def extract_answer(text: str) -> str | None:
     """The graded answer: the last box (see module rules), else the last ``<answer>`` tag, else ``None``."""
     boxed = extract_boxed(text)
     return boxed if boxed is not None else extract_answer_tag(text)
+
+
+_FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
+
+
+def extract_code(response: str) -> str | None:
+    """The program in a response: the last fenced block if there is one, else the whole response."""
+    if not isinstance(response, str):
+        return None
+    blocks = _FENCE_RE.findall(response)
+    code = blocks[-1] if blocks else response
+    code = code.strip("\n").rstrip()
+    return code or None

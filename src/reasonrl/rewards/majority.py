@@ -219,7 +219,7 @@ class MajorityVoteReward:
         Returns the rollouts reduced to the first ``n_train`` rows of each group and a
         :class:`~reasonrl.rewards.RewardResult` aligned with them (``correct`` = agrees with the label).
         """
-        from reasonrl.rewards.scorer import RewardResult
+        from reasonrl.rewards.result import RewardResult
 
         if len(tasks) != len(ro):
             raise ValueError(f"{len(tasks)} tasks for {len(ro)} rollouts")

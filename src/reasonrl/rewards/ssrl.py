@@ -15,9 +15,12 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from reasonrl.rewards.scorer import RewardResult
-from reasonrl.tasks.base import Task
+from reasonrl.rewards.result import RewardResult
+
+if TYPE_CHECKING:
+    from reasonrl.tasks.base import Task
 
 __all__ = ["normalize_answer", "last_answer", "exact_match", "f1_score", "format_score", "SSRLScorer", "golds"]
 

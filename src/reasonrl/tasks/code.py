@@ -24,7 +24,6 @@ import ast
 import json
 import keyword
 import random
-import re
 from typing import Any
 
 
@@ -36,20 +35,6 @@ FORMATS_HINT = (
     "['assert f(1) == 2', ...] (single assert statements that call the program's functions); APPS-style "
     "'input_output' {'inputs': [...], 'outputs': [...], 'fn_name'?}; or HumanEval-style 'test' (source "
     "defining check(candidate)) + 'entry_point'")
-
-# ------------------------------------------------------------------------------ extraction
-_FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
-
-
-def extract_code(response: str) -> str | None:
-    """The program in a response: the last fenced block if there is one, else the whole response."""
-    if not isinstance(response, str):
-        return None
-    blocks = _FENCE_RE.findall(response)
-    code = blocks[-1] if blocks else response
-    code = code.strip("\n").rstrip()
-    return code or None
-
 
 # ------------------------------------------------------------------------------ built-in family
 # Each op: (input type, output type, phrase, template, precedence of the result, needs a constant).

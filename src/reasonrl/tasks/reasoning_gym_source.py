@@ -1,4 +1,5 @@
-"""Tasks from reasoning-gym (optional: ``pip install reasonrl[gym]``), graded by each dataset's own scorer.
+"""Tasks from reasoning-gym (optional: ``pip install reasonrl[gym]``), graded by each dataset's own scorer
+(the ``reasoning_gym`` verifier, :mod:`reasonrl.rewards.verifiers.reasoning_gym`).
 
 reasoning-gym item ``i`` of a dataset built with seed ``s`` comes from ``Random(s + i)``, so two
 nearby seeds give shifted copies of the same stream. The train and test seeds are therefore derived
@@ -116,22 +117,3 @@ def load_reasoning_gym(name: str, n: int, seed: int, split: str, *, start: int =
                   "rg_entry": entry, "rg_config": json.loads(key)},
         ))
     return tasks
-
-
-@functools.lru_cache(maxsize=64)
-def _scorer(name: str, config_key: str):
-    return _rg().create_dataset(name, seed=0, size=1, **json.loads(config_key))
-
-
-def score_reasoning_gym(task: Task, response_answer: str | None) -> float:
-    """The dataset's own ``score_answer`` for an extracted response answer (0.0..1.0).
-
-    Exceptions from the scorer propagate: they signal a broken grader, not a wrong answer.
-    """
-    name = task.meta.get("rg_dataset")
-    entry = task.meta.get("rg_entry")
-    if not name or entry is None:
-        raise ValueError(f"task {task.uid} has no meta['rg_dataset']/meta['rg_entry']; it did not come "
-                         f"from load_reasoning_gym")
-    ds = _scorer(name, _config_key(task.meta.get("rg_config")))
-    return float(ds.score_answer(response_answer, entry))

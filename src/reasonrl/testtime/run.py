@@ -1,4 +1,5 @@
-"""`reasonrl latentseek` and `reasonrl bench latentseek`: LatentSeek next to its baselines, same problems.
+"""`reasonrl latentseek`: LatentSeek next to its baselines, same problems (the benchmark over models,
+`reasonrl bench latentseek`, is :mod:`reasonrl.bench.latentseek`).
 
 Arms, all graded by the same verifier on the same problems:
 - greedy CoT (LatentSeek's own starting answer),
@@ -12,9 +13,7 @@ problems and an exact sign test), since intervals of paired arms overlap even wh
 from __future__ import annotations
 
 import json
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def parse_config(overrides: list[str], base: dict[str, Any] | None = None, **fla
         raise ConfigError(f"invalid latentseek settings: {bad} (every field is documented in reasonrl.testtime.latentseek.LatentSeekConfig and docs/testtime.md)") from None
 
 
-def _arm(correct: list[bool]) -> dict[str, float]:
+def arm_accuracy(correct: list[bool]) -> dict[str, float]:
     from reasonrl.eval.metrics import wilson_interval
 
     n = len(correct)
@@ -56,7 +55,7 @@ def summarize(arms: dict[str, list[bool]], pairs: list[tuple[str, str]]) -> dict
     """Accuracy + Wilson interval per arm; paired fixed/broke/sign-test for each (first, second) pair."""
     from reasonrl.eval.metrics import paired_comparison
 
-    out: dict[str, Any] = {"arms": {k: _arm(v) for k, v in arms.items()}, "paired": {}}
+    out: dict[str, Any] = {"arms": {k: arm_accuracy(v) for k, v in arms.items()}, "paired": {}}
     for a, b in pairs:
         if a in arms and b in arms:
             out["paired"][f"{b} vs {a}"] = paired_comparison(arms[a], arms[b], "p")
@@ -141,14 +140,6 @@ class Session:
         return b, time.perf_counter() - t0
 
 
-def _machine() -> dict[str, str]:
-    try:
-        up = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        up = "unavailable"
-    return {"python": platform.python_version(), "platform": platform.platform(), "uptime": up}
-
-
 def evaluate_model(cfg: LatentSeekConfig, rewards: list[str], log=print,
                    extra: dict[str, tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Greedy, baselines and LatentSeek with each reward in ``rewards`` on one model's problems.
@@ -196,27 +187,28 @@ def evaluate_model(cfg: LatentSeekConfig, rewards: list[str], log=print,
     return out
 
 
-def _write(out_dir: Path, result: dict[str, Any], command: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_summary(out_dir: Path, result: dict[str, Any], command: str, env: dict[str, Any] | None = None) -> None:
+    """``summary.json`` (command, environment, results) and ``problems.jsonl`` (one row per arm and problem)."""
+    from reasonrl.provenance import environment, write_atomic
+
     problems = result.pop("problems", {})
-    with (out_dir / "problems.jsonl").open("w") as f:
-        for arm, rows in problems.items():
-            for row in rows:
-                f.write(json.dumps({"arm": arm, **row}) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps({"command": command, "machine": _machine(), **result}, indent=1))
+    write_atomic(out_dir / "problems.jsonl", "".join(json.dumps({"arm": arm, **row}) + "\n"
+                                                      for arm, rows in problems.items() for row in rows))
+    write_atomic(out_dir / "summary.json", json.dumps({"command": command, **result, "env": env or environment()},
+                                                      indent=1))
 
 
 def run_cli(model: str | None, tasks: str | None, reward: str | None, n: int | None, out: str | None,
             overrides: list[str]) -> int:
     cfg = parse_config(overrides, model=model, tasks=tasks, reward=reward, n_problems=n, out=out)
     res = evaluate_model(cfg, [cfg.reward])
-    _write(Path(cfg.out), res, "reasonrl " + shlex.join(sys.argv[1:]))
-    print(_table(res))
+    write_summary(Path(cfg.out), res, "reasonrl " + shlex.join(sys.argv[1:]))
+    print(results_table(res))
     print(f"wrote {cfg.out}/summary.json and problems.jsonl")
     return 0
 
 
-def _table(res: dict[str, Any]) -> str:
+def results_table(res: dict[str, Any]) -> str:
     lines = ["| arm | accuracy | 95% Wilson | correct/n |", "|---|---|---|---|"]
     for k, a in res["arms"].items():
         lines.append(f"| {k} | {a['accuracy']:.3f} | [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {a['correct']}/{a['n']} |")
@@ -230,114 +222,4 @@ def _table(res: dict[str, Any]) -> str:
     lines += ["", "| paired (same problems) | fixed | broke | sign-test p |", "|---|---|---|---|"]
     for k, p in res["paired"].items():
         lines.append(f"| {k} | {p['p_fixed']} | {p['p_broke']} | {p['p_sign_p']:.3g} |")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ bench
-# Per-model settings of `reasonrl bench latentseek`, sized for ~25 min on 2 shared CPU cores.
-# LatentSeek: the reference example script's rho 0.2 / lr 0.05 (the spec's own CPU check used them too).
-# Extra LatentSeek arms per preset: the tiny model's answers are confident, so lr 0.05 barely moves the
-# argmax prefix in 10 steps; a 10x larger lr shows whether moving it helps.
-BENCH_EXTRA: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
-    "tiny": {"oracle_lr0.5": ("oracle", {"lr": 0.5})},
-}
-BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"model": "builtin:tiny", "n_problems": 100, "max_new_tokens": 96, "rho": 0.2, "lr": 0.05,
-             "max_iters": 10, "verifier_max_new_tokens": 40, "batch_problems": 100, "micro_batch": 512},
-    # SmolLM2-135M runs at ~15 % of one core on the shared machine: 20 problems, K 4, 48 tokens, short
-    # verifier replies (its replies are "True."/"False."); arith difficulty 1 (one operation), since the
-    # left-to-right multi-operation problems contradict operator precedence for a pretrained model.
-    "smollm2": {"model": "builtin:smollm2", "n_problems": 20, "difficulty": 1, "max_new_tokens": 48, "rho": 0.2,
-                "lr": 0.05, "max_iters": 4, "verifier_max_new_tokens": 16, "answer_fallback": "last_number",
-                "batch_problems": 20, "micro_batch": 100, "baseline_temperature": 0.7},
-}
-
-
-def bench_latentseek(overrides: list[str]) -> int:
-    """``reasonrl bench latentseek [models=tiny,smollm2] [out=DIR] [<preset>.<field>=value ...]``."""
-    from reasonrl.config import ConfigError
-
-    models, out = list(BENCH_PRESETS), "benchmarks/latentseek"
-    per: dict[str, list[str]] = {k: [] for k in BENCH_PRESETS}
-    for o in overrides:
-        key, _, val = o.partition("=")
-        key = key.removeprefix("bench.")
-        if key == "models":
-            models = [m.strip() for m in str(val).split(",") if m.strip()]
-        elif key == "out":
-            out = val
-        elif key.partition(".")[0] in BENCH_PRESETS:
-            name, _, field = key.partition(".")
-            per[name].append(f"{field}={val}")
-        else:
-            raise ConfigError(f"bench latentseek: unknown setting {o!r}; use models=..., out=..., or "
-                              f"<{'|'.join(BENCH_PRESETS)}>.<field>=value")
-    unknown = [m for m in models if m not in BENCH_PRESETS]
-    if unknown:
-        raise ConfigError(f"bench latentseek: unknown models {unknown}; valid: {', '.join(BENCH_PRESETS)}")
-    command = "reasonrl bench latentseek " + shlex.join(overrides)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for m in models:
-        cfg = parse_config(per[m], base=BENCH_PRESETS[m])
-        before = _machine()["uptime"]
-        t0 = time.perf_counter()
-        res = evaluate_model(cfg, ["oracle", "self"], log=lambda *a: None, extra=BENCH_EXTRA.get(m))
-        res["wall_s"] = time.perf_counter() - t0
-        res["uptime_before"] = before
-        _write(out_dir / m, res, command)
-        print(f"== {m} ({res['wall_s']:.0f} s)\n{_table(res)}", flush=True)
-    # results.json/.md cover every model whose summary is in out_dir, so models can be run separately
-    report = {name: json.loads((out_dir / name / "summary.json").read_text())
-              for name in BENCH_PRESETS if (out_dir / name / "summary.json").exists()}
-    for name, res in report.items():
-        res["matched_budget"] = matched_budget(out_dir / name / "problems.jsonl")
-    (out_dir / "results.json").write_text(json.dumps({"models": report}, indent=1))
-    (out_dir / "results.md").write_text(_bench_md(report))
-    print(f"wrote {out_dir}/results.json, results.md")
-    return 0
-
-
-def matched_budget(problems_jsonl: Path) -> dict[str, Any] | None:
-    """Oracle best-of-k from the first k baseline samples, k = LatentSeek-oracle's mean generations rounded down:
-    both stop on the gold answer, and best-of-k never gets more solver generations than LatentSeek used."""
-    import math
-
-    from reasonrl.eval.metrics import paired_comparison
-
-    rows = [json.loads(x) for x in problems_jsonl.read_text().splitlines()] if problems_jsonl.exists() else []
-    base = [r for r in rows if r["arm"] == "baselines"]
-    ls = [r for r in rows if r["arm"] == "oracle"]
-    if not base or len(base) != len(ls):
-        return None
-    k = max(1, min(len(base[0]["correct"]), math.floor(sum(r["generations"] for r in ls) / len(ls))))
-    bon = [any(r["correct"][:k]) for r in base]
-    return {"k": k, "oracle_best_of_k": _arm(bon),
-            "latentseek_oracle_vs_best_of_k": paired_comparison(bon, [bool(r["final_correct"]) for r in ls], "p")}
-
-
-def _bench_md(report: dict[str, Any]) -> str:
-    lines = ["# LatentSeek vs greedy CoT and sampling baselines (tables generated by the bench)", "",
-             "Threads: `OMP_WAIT_POLICY=PASSIVE REASONRL_THREADS=1`; 2 CPU cores shared with other helpers' jobs "
-             "(load averages below).", ""]
-    for m, res in report.items():
-        c = res["config"]
-        lines += [f"## {m}: {c['model']}, {c['tasks']} test split (difficulty {c['difficulty'] or 'default'}), "
-                  f"{c['n_problems']} problems", "",
-                  f"Command: `{res['command']}`  ",
-                  f"Load before: `{res.get('uptime_before')}`; after: `{res['machine']['uptime']}`  ",
-                  f"Template {res['template']}, max_new_tokens {res['max_new_tokens_used']}, rho {c['rho']}, lr {c['lr']}, "
-                  f"K {c['max_iters']}, threshold {c['threshold']}, verifier tokens {c['verifier_max_new_tokens']}, "
-                  f"answer fallback {c['answer_fallback']}, baselines n {res.get('baselines', {}).get('n')} at "
-                  f"T {c['baseline_temperature']}. Wall {res['wall_s']:.0f} s.", "", _table(res), ""]
-        mb = res.get("matched_budget")
-        if mb:
-            a, p = mb["oracle_best_of_k"], mb["latentseek_oracle_vs_best_of_k"]
-            lines += [f"Matched budget: oracle best-of-{mb['k']} (first {mb['k']} baseline samples, k = LatentSeek-oracle's "
-                      f"mean generations rounded down, so best-of-k never gets more): {a['accuracy']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]; "
-                      f"LatentSeek-oracle vs it: fixed {p['p_fixed']}, broke {p['p_broke']}, sign-test p {p['p_sign_p']:.3g}.", ""]
-        for k, st in res["latentseek"].items():
-            if "verifier" in st:
-                lines.append(f"Self-reward verdicts ({k}): {st['verifier']}")
-        lines.append("")
     return "\n".join(lines)

@@ -2,17 +2,14 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from trainer_fixtures import make_tiny_model_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
-
-from trainer_fixtures import make_tiny_model_dir  # noqa: E402
-
-from reasonrl.bench import mean_t_ci, parse_args, run_bench  # noqa: E402
-from reasonrl.config import ConfigError  # noqa: E402
+from reasonrl.bench import run_bench
+from reasonrl.bench.algorithms import parse_args
+from reasonrl.bench.results import mean_t_ci
+from reasonrl.config import ConfigError
 
 
 def test_bench_writes_table_json_and_plot(tmp_path):

@@ -10,13 +10,11 @@ Overrides go to both arms; ``bench.repeats=N`` and ``bench.out=DIR`` are read by
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shlex
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from reasonrl.bench.results import BenchRun, env_markdown
 
 DEFAULTS = ["trainer.steps=8", "data.eval_size=8", "eval.sampled=false", "trainer.progress=false",
             "trainer.tensorboard=false", "trainer.log_samples=0", "run.out_dir=runs/bench_async"]
@@ -45,6 +43,7 @@ def _arm(overrides: list[str], async_on: bool, name: str) -> dict[str, Any]:
 
 
 def bench_async(overrides: list[str], log=print) -> int:
+    run = BenchRun("async", overrides)
     repeats, out = 2, Path("benchmarks/async")
     rest = []
     for o in overrides:
@@ -54,43 +53,34 @@ def bench_async(overrides: list[str], log=print) -> int:
             out = Path(o.split("=", 1)[1])
         else:
             rest.append(o)
-    load_before = os.getloadavg()
     runs = []
     for r in range(repeats):
         for async_on in (False, True):
             log(f"bench async: repeat {r} {'async' if async_on else 'sync'} ...")
             runs.append({"repeat": r, **_arm(rest, async_on, f"{'async' if async_on else 'sync'}_{r}")})
-    load_after = os.getloadavg()
 
     def agg(flag: bool, key: str) -> float:
         v = [x[key] for x in runs if x["async"] == flag and x[key] is not None]
         return sum(v) / len(v) if v else float("nan")
 
-    res = {
-        "command": "reasonrl bench async " + " ".join(shlex.quote(o) for o in overrides),
-        "overrides": DEFAULTS + rest,
-        "thread_policy": {"REASONRL_THREADS": os.environ.get("REASONRL_THREADS"),
-                          "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "cpus": os.cpu_count()},
-        "machine": platform.platform(), "loadavg_before": load_before, "loadavg_after": load_after,
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-        "runs": runs,
-        "sync_step_s": agg(False, "step_s_mean"), "async_step_s": agg(True, "step_s_mean"),
-    }
+    res = {"overrides": DEFAULTS + rest, "runs": runs,
+           "sync_step_s": agg(False, "step_s_mean"), "async_step_s": agg(True, "step_s_mean")}
     res["speedup"] = res["sync_step_s"] / res["async_step_s"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2))
-    lines = ["# sync vs one-step-off-policy (async) rollout, CPU\n", f"Command: `{res['command']}`  ",
-             f"Thread policy: {res['thread_policy']}  ", f"Load average before/after: {load_before} / {load_after}  ",
-             f"`uptime`: {res['uptime']}\n",
+    run.write(out, res, results_md)
+    log((out / "results.md").read_text())
+    return 0
+
+
+def results_md(res: dict[str, Any]) -> str:
+    lines = ["# sync vs one-step-off-policy (async) rollout, CPU\n", f"Command: `{res['command']}`\n",
+             env_markdown(res["env"]) + "\n",
              "| arm | repeat | steps | step s (mean) | gen s | train s | wait s | staleness | IS weight |",
              "|---|---|---|---|---|---|---|---|---|"]
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    for x in runs:
+    for x in res["runs"]:
         lines.append(f"| {'async' if x['async'] else 'sync'} | {x['repeat']} | {x['steps']} | {f(x['step_s_mean'])} | "
                      f"{f(x['gen_s_mean'])} | {f(x['train_s_mean'])} | {f(x['wait_s_mean'])} | "
                      f"{f(x['staleness_mean'])} | {f(x['is_weight_mean'])} |")
     lines.append(f"\nMean step time: sync {res['sync_step_s']:.3f} s, async {res['async_step_s']:.3f} s "
                  f"(speed-up {res['speedup']:.2f}x).")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    log((out / "results.md").read_text())
-    return 0
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonrl import bench_throughput as bt
+from reasonrl.bench import throughput as bt
+from reasonrl.bench.results import BenchRun
 from reasonrl.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +31,7 @@ def test_interleaved_arms_do_the_same_work(tiny_model_dir, tmp_path):
         assert all(0 <= m < 1e-4 for m in raw["mismatch"])  # the learner forward ran (random reward)
     results = [bt._summarise(a, out[a], s) for a in ("native", "hf")]
     st = bt.ThroughputSettings(**{**s, "out": str(tmp_path)})
-    bt._write(st, st.model_dump(), results, {"load_before": [1.0], "load_after": [1.0], "wall_s": 1.0,
-                                             "peak_rss_mb_all_arms": 100.0})
+    bt._write(st, st.model_dump(), results, BenchRun("throughput", command=bt.command(s)), {"peak_rss_mb_all_arms": 100.0})
     saved = json.loads((tmp_path / "results.json").read_text())["tiny"]
     assert "hf/native wall (ratio of medians)" in saved["ratios"] and saved["command"].startswith("reasonrl bench throughput")
     assert "| native |" in (tmp_path / "results.md").read_text()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import resource
 import shlex
@@ -33,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reasonrl.bench.results import BenchRun, env_markdown
+from reasonrl.provenance import write_atomic
 
 ARMS = ("native", "hf", "trl")
 
@@ -75,7 +77,7 @@ def _our_config(s: dict[str, Any], engine: str, out_dir: str):
         f"model.path={s['model']}", f"model.template={_template(s)}", f"rollout.engine={engine}",
         f"rollout.n={s['n']}", f"rollout.max_new_tokens={s['max_new_tokens']}", "rollout.temperature=1.0",
         f"trainer.prompts_per_step={s['prompts']}", "trainer.micro_batch=64", f"rollout.micro_batch={s['prompts'] * s['n']}",
-        "reward.correctness=0", "reward.functions=[reasonrl.bench_throughput:random_reward]", "optim.lr=1e-6",
+        "reward.correctness=0", "reward.functions=[reasonrl.bench.throughput:random_reward]", "optim.lr=1e-6",
         f"run.threads={s['threads']}", f"run.out_dir={out_dir}", "trainer.tensorboard=false", "data.eval_size=1",
     ])
 
@@ -210,13 +212,6 @@ def _child(payload: str) -> None:
           flush=True)
 
 
-def _loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     if raw.get("skipped"):
         return {"arm": arm, "skipped": raw["skipped"]}
@@ -253,14 +248,13 @@ def bench_throughput(overrides: list[str]) -> int:
     if bad or not st.arms:
         raise ConfigError(f"bench.arms: unknown arm(s) {bad} or none given; choose from {list(ARMS)}")
     s = st.model_dump()
+    run = BenchRun("throughput", command=command(s))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    before = _loadavg()
-    print(f"[throughput] {', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps (load {before})",
-          flush=True)
-    t0 = time.perf_counter()
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    print(f"[throughput] {', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps "
+          f"(load {run.load_before})", flush=True)
     # a fresh process: the thread policy is applied before torch does any work
-    proc = subprocess.run([sys.executable, "-m", "reasonrl.bench_throughput", json.dumps(s)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "reasonrl.bench.throughput", json.dumps(s)], env=env,
                           capture_output=True, text=True, timeout=st.timeout_s)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -268,13 +262,18 @@ def bench_throughput(overrides: list[str]) -> int:
         return 1
     got = json.loads(line[len("RESULT "):])
     results = [_summarise(a, got["arms"][a], s) for a in dict.fromkeys(st.arms)]
-    run = {"load_before": before, "load_after": _loadavg(), "wall_s": time.perf_counter() - t0,
-           "peak_rss_mb_all_arms": got["peak_rss_mb"]}
     for r in results:
         if "median_step_s" in r:
             print(f"[throughput] {r['arm']}: {r['median_step_s']:.3f} s/step, {r['step_tokens_per_s']:.0f} tok/s", flush=True)
-    _write(st, s, results, run)
+    _write(st, s, results, run, {"peak_rss_mb_all_arms": got["peak_rss_mb"]})
     return 0
+
+
+def command(s: dict[str, Any]) -> str:
+    """The command line that reproduces settings ``s`` (non-default settings only)."""
+    return ("reasonrl bench throughput " + " ".join(
+        shlex.quote(f"bench.{k}={json.dumps(v) if isinstance(v, list) else v}") for k, v in s.items()
+        if v != ThroughputSettings.model_fields[k].get_default(call_default_factory=True))).strip()
 
 
 def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -302,28 +301,41 @@ def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, Any]], run: dict[str, Any]) -> None:
-    import torch
+def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, Any]], run: BenchRun,
+           extra: dict[str, Any]) -> None:
+    """Add this run under ``st.label`` to ``results.json`` (other labels are kept) and re-render ``results.md``."""
     import transformers
 
     out = Path(st.out)
-    out.mkdir(parents=True, exist_ok=True)
     jp = out / "results.json"
     allres = json.loads(jp.read_text()) if jp.exists() else {}
-    cmd = "reasonrl bench throughput " + " ".join(shlex.quote(f"bench.{k}={json.dumps(v) if isinstance(v, list) else v}")
-                                                  for k, v in s.items() if v != ThroughputSettings.model_fields[k].get_default(call_default_factory=True))
-    allres[st.label] = {
-        "command": cmd.strip(), "settings": s, "results": results, "ratios": _ratios(results), **run,
+    allres[st.label] = run.stamp({
+        "settings": s, "results": results, "ratios": _ratios(results), **extra,
         "thread_policy": f"torch.set_num_threads({st.threads}), interop threads 1, OMP_WAIT_POLICY=PASSIVE; all arms in "
                          "one process, one step each in turn",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "transformers": transformers.__version__},
+        "transformers": transformers.__version__,
         "note": "shared machine: other engineers' jobs were running; compare arms within this run, not across runs",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
-    jp.write_text(json.dumps(allres, indent=2) + "\n")
+    })
+    write_atomic(jp, json.dumps(allres, indent=2) + "\n")
+    write_atomic(out / "results.md", results_md(allres))
+
+
+def _provenance(rr: dict[str, Any]) -> list[str]:
+    trl = next((f", trl {r['trl_version']}" for r in rr["results"] if r.get("trl_version")), "")
+    lines = [f"Command: `{rr['command']}`  ", f"Threads: {rr['thread_policy']}  "]
+    if "env" in rr:
+        return lines + [f"{env_markdown(rr['env'])}  ", f"Peak RSS of the one process holding all arms: "
+                        f"{rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB; transformers {rr.get('transformers')}{trl}"]
+    return lines + [  # written before the shared result writer
+        f"Date: {rr['date']}  ",
+        f"Load average (1, 5, 15 min) before -> after: {rr.get('load_before')} -> {rr.get('load_after')}  ",
+        f"Peak RSS of the one process holding all arms: {rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB  ",
+        f"Versions: torch {rr['machine']['torch']}, transformers {rr['machine']['transformers']}{trl}"]
+
+
+def results_md(allres: dict[str, Any]) -> str:
     lines = ["# Throughput: our GRPO step vs TRL GRPOTrainer (CPU)", "",
-             "Generated by `reasonrl bench throughput` (src/reasonrl/bench_throughput.py). Every arm: same model "
+             "Generated by `reasonrl bench throughput` (src/reasonrl/bench/throughput.py). Every arm: same model "
              "directory, prompts, group size, forced completion length, reward, fp32, no reference model, one "
              "optimizer step per batch, same threads. All arms run in one process, one step each in turn (our arms "
              "inside TRL's step-end callback), so load changes on this shared machine (other engineers' jobs; load "
@@ -332,11 +344,7 @@ def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, An
         st_ = rr["settings"]
         lines += [f"## {label}: {st_['model']}, {st_['prompts']} prompt(s) x {st_['n']} completions x "
                   f"{st_['max_new_tokens']} tokens, {st_['warmup']} warm-up + {st_['steps']} measured steps", "",
-                  f"Command: `{rr['command']}`  ", f"Date: {rr['date']}  ", f"Threads: {rr['thread_policy']}  ",
-                  f"Load average (1, 5, 15 min) before -> after: {rr.get('load_before')} -> {rr.get('load_after')}  ",
-                  f"Peak RSS of the one process holding all arms: {rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB  ",
-                  f"Versions: torch {rr['machine']['torch']}, transformers {rr['machine']['transformers']}"
-                  + next((f", trl {r['trl_version']}" for r in rr["results"] if r.get("trl_version")), ""), "",
+                  *_provenance(rr), "",
                   "| arm | median step s (wall) | median step s (process CPU) | generated tok/s (whole step, wall) | "
                   "median generation s | generation tok/s | sampler-learner mean abs logp gap | step times s (wall) |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -352,7 +360,7 @@ def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, An
                          + ", ".join(f"{x:.2f}" for x in r["step_s"]) + " |")
         lines += ["", "Ratios (> 1: the second arm is faster):", ""]
         lines += [f"- {k}: {v:.2f}x" for k, v in rr["ratios"].items()] + [""]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import json
 import math
-import platform
-import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonrl.bench.results import BenchRun, env_markdown, mean_t_ci
+
 SFT_THEN_GRPO = "sft_then_grpo"
 ISSUE_RECIPES = ["sft", SFT_THEN_GRPO, "ppo", "grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "reinforce_pp_baseline",
                  "gspo", "flowrl", "grpo_entropy_adv", "ppo_entropy_adv", "hpt"]
-# two-sided 95% Student-t quantiles by degrees of freedom (3 seeds -> df 2 -> 4.30, not the normal 1.96)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        15: 2.131, 20: 2.086, 30: 2.042}
 
 
 class BenchSettings(BaseModel):
@@ -44,23 +41,6 @@ class BenchSettings(BaseModel):
     config: str | None = Field(None, description="Base YAML (default: the packaged bench_algorithms.yaml).")
     sft_frac: float = Field(0.5, gt=0, lt=1, description=f"Share of the steps spent on SFT in {SFT_THEN_GRPO}.")
     resume: bool = Field(False, description="Reuse finished (arm, seed) runs found in <out>/results.json.")
-
-
-def t95(n: int) -> float:
-    df = n - 1
-    if df < 1:
-        return math.nan
-    return _T95[max(d for d in _T95 if d <= df)] if df <= 30 else 1.96
-
-
-def mean_t_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and 95% Student-t half-width over seeds (nan half-width for a single seed)."""
-    n = len(xs)
-    m = math.fsum(xs) / n
-    if n < 2:
-        return m, math.nan
-    sd = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, t95(n) * sd / math.sqrt(n)
 
 
 def parse_args(overrides: list[str]) -> tuple[BenchSettings, list[str]]:
@@ -223,42 +203,38 @@ def _fmt(v: list[float], key: str) -> str:
     return f"{m:.{digits}f}" + ("" if h != h else f" ± {h:.{digits}f}")
 
 
-def write_results(out: Path, command: str, s: BenchSettings, base_cfg: dict, runs: list[dict], arms: list[str],
+def write_results(out: Path, run: BenchRun, s: BenchSettings, base_cfg: dict, runs: list[dict], arms: list[str],
                   finished: bool) -> None:
     cols = metric_columns(s.k, s.maj)
-    summary = summarise(runs, ["start", *arms], cols)
-    import torch
+    doc = {"finished": finished, "settings": s.model_dump(), "config": base_cfg, "arms": arms,
+           "summary": summarise(runs, ["start", *arms], cols), "runs": runs}
+    run.write(out, doc, results_md)
+    plot_passk(Path(out) / "passk.png", runs, ["start", *arms], s.k)
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-           "threads": torch.get_num_threads()}
-    doc = {"command": command, "finished": finished, "settings": s.model_dump(), "config": base_cfg, "env": env,
-           "summary": summary, "runs": runs}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=float))
-    tmp.replace(out / "results.json")
-    c = base_cfg
+
+def results_md(doc: dict[str, Any]) -> str:
+    s, c, summary = doc["settings"], doc["config"], doc["summary"]
+    cols = metric_columns(s["k"], s["maj"])
     lines = [
-        "# Algorithm benchmark", "", "Command:", "", f"    {command}", "",
+        "# Algorithm benchmark", "", "Command:", "", f"    {doc['command']}", "",
         f"Start model `{c['model']['path']}`, train `{c['data']['train']}`, {c['trainer']['steps']} steps x "
         f"{c['trainer']['prompts_per_step']} prompts x {c['rollout']['n']} samples per arm (equal rollout budget; DAPO's "
         f"dynamic sampling generates extra rollouts, counted in the last column), lr {c['optim']['lr']}, "
-        f"{s.seeds} seed(s). Held-out: {c['data']['eval_size']} problems of the test split (seed-dependent), greedy "
-        f"pass@1 and unbiased pass@k from k={s.k} samples at T={c['eval']['temperature']}. Cells: mean ± 95% "
+        f"{s['seeds']} seed(s). Held-out: {c['data']['eval_size']} problems of the test split (seed-dependent), greedy "
+        f"pass@1 and unbiased pass@k from k={s['k']} samples at T={c['eval']['temperature']}. Cells: mean ± 95% "
         f"Student-t half-width over seeds. Entropy: mean token entropy of the final policy on its last "
         f"training batch (start: on one batch of its own samples). "
-        f"{'' if finished else '**Partial results: the benchmark has not finished.**'}", "",
+        f"{'' if doc['finished'] else '**Partial results: the benchmark has not finished.**'}", "",
         "| arm | " + " | ".join(label for _, label in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
     for arm, row in summary.items():
         lines.append(f"| {arm} | " + " | ".join(_fmt(row[key], key) if key in row else "" for key, _ in cols) + " |")
-    v = verdicts(runs, s.k)
+    v = verdicts(doc["runs"], s["k"])
     if v:
         lines += ["", "## The claims, paired by seed", "", *v]
-    lines += ["", f"Environment: {json.dumps(env)}. Per-run numbers: `results.json`; curves: `passk.png`.", ""]
-    (out / "results.md").write_text("\n".join(lines))
-    plot_passk(out / "passk.png", runs, ["start", *arms], s.k)
+    lines += ["", env_markdown(doc.get("env")), "", "Per-run numbers: `results.json`; curves: `passk.png`.", ""]
+    return "\n".join(lines)
 
 
 def plot_passk(path: Path, runs: list[dict], arms: list[str], k: int) -> Path | None:
@@ -287,12 +263,6 @@ def plot_passk(path: Path, runs: list[dict], arms: list[str], k: int) -> Path | 
     return path
 
 
-def run_bench(what: str, overrides: list[str], log=print) -> int:
-    if what != "algorithms":
-        raise ValueError(f"unknown benchmark {what!r}")
-    return bench_algorithms(overrides, log)
-
-
 def bench_algorithms(overrides: list[str], log=print) -> int:
     """`reasonrl bench algorithms`: every recipe on the tiny model, several seeds, paired verdicts."""
     from reasonrl.config import load_config
@@ -304,7 +274,7 @@ def bench_algorithms(overrides: list[str], log=print) -> int:
         for name, _ in _stages(arm, load_config(config, train).trainer.steps, s):
             load_config(config, [*train, f"algorithm.name={name}"])
     base_cfg = load_config(config, train).model_dump(mode="json")
-    command = "reasonrl bench algorithms " + " ".join(shlex.quote(o) for o in overrides)
+    run = BenchRun("algorithms", overrides)
     out = Path(s.out)
     runs: list[dict[str, Any]] = []
     if s.resume and (out / "results.json").exists():
@@ -320,7 +290,7 @@ def bench_algorithms(overrides: list[str], log=print) -> int:
                 continue
             log(f"bench: {arm} seed {seed} ...")
             runs.append(eval_start(seed, s, config, train) if arm == "start" else run_arm(arm, seed, s, config, train, log))
-            write_results(out, command, s, base_cfg, runs, s.recipes, finished=False)
-    write_results(out, command, s, base_cfg, runs, s.recipes, finished=True)
+            write_results(out, run, s, base_cfg, runs, s.recipes, finished=False)
+    write_results(out, run, s, base_cfg, runs, s.recipes, finished=True)
     log(f"bench finished in {time.perf_counter() - t0:.0f}s: {out / 'results.md'}")
     return 0

@@ -13,13 +13,13 @@ seeds of the differences). Arguments are ``section.field=value`` training overri
 from __future__ import annotations
 
 import json
-import platform
-import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from reasonrl.bench.results import BenchRun, env_markdown, mean_t_ci
 
 
 class TTRLBenchSettings(BaseModel):
@@ -131,13 +131,6 @@ def pooled_sign(runs: list[dict[str, Any]], key: str) -> tuple[int, int, float]:
     return fixed, broke, sign_test_p(fixed, broke)
 
 
-def environment(load: str) -> dict[str, Any]:
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "uptime_at_start": load}
-
-
 def _pass_means(tm: list[dict[str, float]], w: int) -> dict[str, dict[str, float]]:
     """Training metrics averaged over the first and the last ``w`` steps (one pass over the prompts), nan-aware."""
     def mean(rows, key):
@@ -147,10 +140,12 @@ def _pass_means(tm: list[dict[str, float]], w: int) -> dict[str, dict[str, float
     return {side: {key: mean(rows, key) for key in keys} for side, rows in (("first", tm[:w]), ("last", tm[-w:]))}
 
 
-def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, Any]], finished: bool,
-                  env: dict[str, Any]) -> None:
-    from reasonrl.bench import mean_t_ci
+def write_results(out: Path, run: BenchRun, base_cfg: dict, runs: list[dict[str, Any]], finished: bool) -> None:
+    run.write(out, analyse(base_cfg, runs, finished), results_md)
 
+
+def analyse(base_cfg: dict, runs: list[dict[str, Any]], finished: bool) -> dict[str, Any]:
+    """The results document: per-seed runs, their summary, the paired claims and sign tests."""
     k = base_cfg["eval"]["k"]
     keys = list(runs[0]["before"]) if runs else []
     summary = {side: {key: list(mean_t_ci([r[side][key] for r in runs])) for key in keys} for side in ("before", "after")}
@@ -160,26 +155,27 @@ def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, 
         claims.append({"claim": label, "metric": f"{second} - {first}", "mean": m, "half_width": h})
     signs = {key: pooled_sign(runs, key) for key in ("greedy_after_vs_before", f"maj@{k}_after_vs_before",
                                                     f"greedy_after_vs_maj@{k}_before")}
-    w = max(1, -(-base_cfg["data"]["eval_size"] // base_cfg["trainer"]["prompts_per_step"]))
-    if base_cfg["ttrl"]["prompts"] != "heldout":
+    return {"finished": finished, "config": base_cfg, "summary": summary, "claims": claims,
+            "pooled_sign_tests": {k2: {"fixed": f, "broke": b, "p": p} for k2, (f, b, p) in signs.items()},
+            "runs": runs}
+
+
+def results_md(doc: dict[str, Any]) -> str:
+    c, runs, summary, claims, finished = doc["config"], doc["runs"], doc["summary"], doc["claims"], doc["finished"]
+    k = c["eval"]["k"]
+    keys = list(runs[0]["before"]) if runs else []
+    signs = {key: (v["fixed"], v["broke"], v["p"]) for key, v in doc["pooled_sign_tests"].items()}
+    w = max(1, -(-c["data"]["eval_size"] // c["trainer"]["prompts_per_step"]))
+    if c["ttrl"]["prompts"] != "heldout":
         w = max(1, min(16, len(runs[0]["train_metrics"]) // 4)) if runs else 1
     first_last = {r["seed"]: _pass_means(r["train_metrics"], w) for r in runs if r["train_metrics"]}
-    doc = {"command": command, "finished": finished, "config": base_cfg, "env": env, "summary": summary,
-           "claims": claims, "pooled_sign_tests": {k2: {"fixed": f, "broke": b, "p": p} for k2, (f, b, p) in signs.items()},
-           "runs": runs}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=float))
-    tmp.replace(out / "results.json")
-
-    c = base_cfg
 
     def fmt(v):
         m, h = v
         return f"{m:.3f}" + ("" if h != h else f" ± {h:.3f}")
 
     lines = [
-        "# TTRL benchmark: label-free RL on unlabeled test prompts", "", "Command:", "", f"    {command}", "",
+        "# TTRL benchmark: label-free RL on unlabeled test prompts", "", "Command:", "", f"    {doc['command']}", "",
         f"Start model `{c['model']['path']}`; prompts: {c['data']['eval_size']} held-out `{c['data']['train']}` problems "
         f"per seed (test split, seed-dependent), answers hidden from training; TTRL with {c['ttrl']['n_votes']} votes "
         f"per prompt, {c['rollout']['n']} kept for the update, `{c['algorithm']['name']}`, {c['trainer']['steps']} steps x "
@@ -213,20 +209,20 @@ def write_results(out: Path, command: str, base_cfg: dict, runs: list[dict[str, 
                                "ttrl/ground_truth_ratio", "actor/entropy")]
             lines.append(f"| {sd} | " + " | ".join(cells) + " |")
         lines += ["", f"({w} steps = one pass over the training prompts; per-step series in `results.json`.)"]
-    lines += ["", f"Environment: {json.dumps(env)}. Per-seed and per-problem numbers: `results.json`.", ""]
-    (out / "results.md").write_text("\n".join(lines))
+    lines += ["", env_markdown(doc.get("env")), "", "Per-seed and per-problem numbers: `results.json`.", ""]
+    return "\n".join(lines)
 
 
 def rerender(out: Path) -> None:
     """Rewrite ``results.md`` from ``results.json`` (same numbers; e.g. after a change to the report layout)."""
-    doc = json.loads((out / "results.json").read_text())
-    write_results(out, doc["command"], doc["config"], doc["runs"], doc["finished"], doc["env"])
+    from reasonrl.provenance import write_atomic
+
+    doc = json.loads((Path(out) / "results.json").read_text())
+    write_atomic(Path(out) / "results.md", results_md(doc))
 
 
 def bench_ttrl(overrides: list[str], log=print) -> int:
     """`reasonrl bench ttrl`: before/after TTRL on the same unlabeled held-out problems, over seeds."""
-    import os
-
     from reasonrl.config import load_config
     from reasonrl.demo import packaged_config
 
@@ -238,15 +234,14 @@ def bench_ttrl(overrides: list[str], log=print) -> int:
 
         raise ConfigError("ttrl.enabled=false: this benchmark measures label-free TTRL; remove the override")
     base_cfg = base.model_dump(mode="json")
-    command = "reasonrl bench ttrl " + " ".join(shlex.quote(o) for o in overrides)
-    env = environment(os.popen("uptime").read().strip())
+    run = BenchRun("ttrl", overrides)
     out = Path(s.out)
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in range(s.first_seed, s.first_seed + s.seeds):
         log(f"bench ttrl: seed {seed} ...")
         runs.append(run_seed(seed, config, train, log))
-        write_results(out, command, base_cfg, runs, finished=False, env=env)
-    write_results(out, command, base_cfg, runs, finished=True, env=env)
+        write_results(out, run, base_cfg, runs, finished=False)
+    write_results(out, run, base_cfg, runs, finished=True)
     log(f"bench finished in {time.perf_counter() - t0:.0f}s: {out / 'results.md'}")
     return 0

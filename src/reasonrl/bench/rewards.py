@@ -13,16 +13,15 @@ Overrides (``key=value``): ``n`` executions per variant per round (default 100),
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+
+from reasonrl.bench.results import BenchRun, env_markdown
 
 
 def _parse(overrides: list[str]) -> dict:
@@ -80,6 +79,7 @@ def bench_rewards(overrides: list[str]) -> int:
     from reasonrl.tasks import generate
 
     o = _parse(overrides)
+    run = BenchRun("rewards", overrides)
     workers = o["workers"] or os.cpu_count() or 1
     tasks = generate("code", o["n"], seed=11)
     jobs = [CodeJob(t.solution, "call", t.meta["code"]["cases"], t.meta["code"]["expected"]) for t in tasks]
@@ -90,7 +90,6 @@ def bench_rewards(overrides: list[str]) -> int:
     _code_rate(plain, jobs[:4])
     rates: dict[str, list[float]] = {"bwrap_sandbox": [], "unsandboxed_runner": [], "bare_subprocess": []}
     statuses = {}
-    load_before = os.getloadavg()
     for r in range(o["rounds"]):
         print(f"round {r + 1}/{o['rounds']}", flush=True)
         rate, statuses["bwrap_sandbox"] = _code_rate(boxed, jobs)
@@ -103,15 +102,8 @@ def bench_rewards(overrides: list[str]) -> int:
     for j in jobs[:30]:
         latency.append(one.run(j).seconds * 1000)
     math = _math(o["math_n"])
-    load_after = os.getloadavg()
     result = {
-        "command": "reasonrl bench rewards " + " ".join(overrides),
-        "thread_policy": "OMP_WAIT_POLICY=PASSIVE REASONRL_THREADS=1 (no torch work here); sandboxes run in "
-                         f"{workers} parallel workers",
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                    "loadavg_before": load_before, "loadavg_after": load_after,
-                    "note": ("other work was competing for the CPU" if load_before[0] > 0.5 * (os.cpu_count() or 1)
-                             else "the machine was quiet")},
+        "thread_policy": f"no torch work here; sandboxes run in {workers} parallel workers",
         "code": {"program": "built-in code task demonstration, 4 test calls, one sandbox invocation per program",
                  "n_per_round": o["n"], "rounds": o["rounds"], "workers": workers,
                  "execs_per_s": {k: {"median": statistics.median(v), "all": v} for k, v in rates.items()},
@@ -121,9 +113,7 @@ def bench_rewards(overrides: list[str]) -> int:
         "math": math,
     }
     out = Path(o["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(_markdown(result))
+    run.write(out, result, _markdown)
     print((out / "results.md").read_text())
     return 0
 
@@ -131,12 +121,12 @@ def bench_rewards(overrides: list[str]) -> int:
 def _markdown(r: dict) -> str:
     c, m = r["code"], r["math"]
     e = c["execs_per_s"]
+    env = r["env"]
+    busy = (env["load_before"] or [0])[0] > 0.5 * (env["cpus"] or 1)
     lines = [
         "# Reward grading throughput (`reasonrl bench rewards`)", "",
-        f"Command: `{r['command'].strip()}` ({r['thread_policy']}).",
-        f"Machine: {r['machine']['cores']} cores, {r['machine']['platform']}; load average before "
-        f"{r['machine']['loadavg_before'][0]:.1f}, after {r['machine']['loadavg_after'][0]:.1f} "
-        f"({r['machine']['note']}).", "",
+        f"Command: `{r['command'].strip()}` ({r['thread_policy']}).", "",
+        env_markdown(env) + f" ({'other work was competing for the CPU' if busy else 'the machine was quiet'}).", "",
         f"## Code execution ({c['program']}; {c['n_per_round']} programs x {c['rounds']} interleaved rounds, "
         f"{c['workers']} workers)", "",
         "| variant | executions/s (median of rounds) | all rounds |", "|---|---|---|",

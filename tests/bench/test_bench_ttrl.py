@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reasonrl.bench_ttrl import pooled_sign, rerender
+from reasonrl.bench.ttrl import pooled_sign, rerender
 from reasonrl.cli.main import main
 
 
