@@ -121,12 +121,14 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (b, d, l, n)
     dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(1)  # (b, d, l, n)
     if mode == "sequential":
+        # unbind, not dA[:, :, t]: the backward of one unbind is one stack, while each indexing
+        # op's backward would materialise a full-size zero gradient (quadratic in l)
         h = u.new_zeros(u.shape[0], u.shape[1], A.shape[-1])
-        ys = []
-        for t in range(u.shape[-1]):
-            h = dA[:, :, t] * h + dBu[:, :, t]
-            ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
-        y = torch.stack(ys, dim=-1) if ys else u.new_zeros(u.shape)
+        hs = []
+        for a_t, b_t in zip(dA.unbind(2), dBu.unbind(2)):
+            h = a_t * h + b_t
+            hs.append(h)
+        y = torch.einsum("bdln,bln->bdl", torch.stack(hs, dim=2), C) if hs else u.new_zeros(u.shape)
         last = h
     elif mode == "parallel":
         a, s = dA, dBu
