@@ -99,6 +99,7 @@ BENCHES = {
     "latentseek": "reasonrl.testtime.run:bench_latentseek",
     "ttrl": "reasonrl.bench_ttrl:bench_ttrl",
     "ssrl": "reasonrl.ssrl:bench_ssrl",
+    "ssm": "reasonrl.bench.ssm:run",  # needs the reasonrl/bench/ package (i12b); before it: python src/reasonrl/bench/ssm.py
 }
 
 

@@ -151,7 +151,7 @@ def selective_step(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """One recurrent step: u, delta (b, d); B, C (b, n); state (b, d, n) -> (y (b, d), new state)."""
     dA = torch.exp(delta.unsqueeze(-1) * A)
     state = dA * state + (delta * u).unsqueeze(-1) * B.unsqueeze(1)
-    y = torch.einsum("bdn,bn->bd", state, C)
+    y = torch.matmul(state, C.unsqueeze(-1)).squeeze(-1)  # (b, d, n) @ (b, n, 1): one bmm, cheaper than einsum
     if D is not None:
         y = y + D * u
     return y, state
@@ -219,19 +219,25 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
 def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One recurrent step: x (b, h, p), dt (b, h), B, C (b, g, n), state (b, h, p, n) -> (y (b, h, p), state)."""
-    h = x.shape[1]
-    B = B.repeat_interleave(h // B.shape[1], dim=1)
-    C = C.repeat_interleave(h // C.shape[1], dim=1)
+    b, h, p = x.shape
+    g, n = B.shape[1], B.shape[2]
     a = torch.exp(dt * A)
-    state = a[:, :, None, None] * state + (dt.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(2)
-    return torch.einsum("bhpn,bhn->bhp", state, C), state
+    # heads grouped as (g, h/g) so B and C broadcast over a group's heads without a copy
+    st = state.view(b, g, h // g, p, n)
+    xs = (dt.unsqueeze(-1) * x).view(b, g, h // g, p, 1)
+    st = a.view(b, g, h // g, 1, 1) * st + xs * B.view(b, g, 1, 1, n)
+    y = torch.matmul(st, C.view(b, g, 1, n, 1)).view(b, h, p)
+    return y, st.view(b, h, p, n)
 
 
 # ---------------------------------------------------------------------------------------------- norms
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed in fp32 and cast back before the scale (HF's Llama/Mamba convention)."""
+    """RMSNorm computed in fp32 and cast back before the scale (HF's Llama/Mamba convention); in fp32
+    the fused ``F.rms_norm`` computes the same expression in one op."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)
