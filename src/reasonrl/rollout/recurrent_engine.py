@@ -16,26 +16,55 @@ is the point of an SSM policy for long RL rollouts (docs/ssm.md).
   log-probs with the parallel form (``sequence_logprobs``), so the rollout/learner mismatch metric
   compares the two forms (``tests/rollout/test_recurrent_engine.py``).
 
-Works for our ``SSMForCausalLM`` and for HF ``MambaForCausalLM``/``Mamba2ForCausalLM`` (driven through
-``recurrent_view``, which shares the HF model's parameters).
+Works for any module with ``prefill(ids, mask) -> (logits, state)``, ``step(tokens, state) -> (logits,
+state)`` and ``init_state(batch)`` (our ``SSMForCausalLM``), and for models whose ``config.model_type`` has
+a registered adapter returning such a view: ``reasonrl.models.ssm`` registers one for HF ``mamba`` and
+``mamba2`` (sharing the HF model's parameters). The registry keeps this package free of imports from
+``reasonrl.models`` (no import cycle between the two).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from reasonrl.batch import Rollouts
-from reasonrl.models.ssm.model import is_recurrent_model, recurrent_view
 from reasonrl.rollout.engine import ModuleEngine, stop_and_pad_ids
 from reasonrl.rollout.hf_engine import _empty_rollouts
 from reasonrl.rollout.sampling import SamplingParams, sample_next
 
-__all__ = ["RecurrentEngine", "is_recurrent_model", "state_bytes"]
+__all__ = ["RecurrentEngine", "as_recurrent", "is_recurrent_model", "register_recurrent_adapter", "state_bytes"]
+
+_RECURRENT_METHODS = ("prefill", "step", "init_state")
+_ADAPTERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {}
+
+
+def register_recurrent_adapter(model_type: str, adapter: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+    """Let models of ``model_type`` run here: ``adapter(model)`` returns a view with the recurrent methods."""
+    _ADAPTERS[model_type] = adapter
+
+
+def _model_type(model: torch.nn.Module) -> str | None:
+    return getattr(getattr(model, "config", None), "model_type", None)
+
+
+def is_recurrent_model(model: torch.nn.Module) -> bool:
+    """True when ``model`` has the recurrent methods itself or an adapter is registered for its type."""
+    return all(callable(getattr(model, m, None)) for m in _RECURRENT_METHODS) or _model_type(model) in _ADAPTERS
+
+
+def as_recurrent(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` if it has the recurrent methods, else its registered adapter's view; fails otherwise."""
+    if all(callable(getattr(model, m, None)) for m in _RECURRENT_METHODS):
+        return model
+    if _model_type(model) in _ADAPTERS:
+        return _ADAPTERS[_model_type(model)](model)
+    raise ValueError(f"the recurrent engine needs an SSM policy (model_type reasonrl_ssm, mamba or mamba2); "
+                     f"{type(model).__name__} is not one: use rollout.engine=hf or native")
 
 
 def state_bytes(states: list[tuple[torch.Tensor, ...]]) -> int:
@@ -58,13 +87,10 @@ class RecurrentEngine(ModuleEngine):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, slots: int | None = None,
                  add_special_tokens: bool = True, eos_token_ids: Sequence[int] | None = None,
                  stop_token_ids: Sequence[int] = ()) -> None:
-        if not is_recurrent_model(model):
-            raise ValueError(f"the recurrent engine needs an SSM policy (model_type reasonrl_ssm, mamba or mamba2); "
-                             f"{type(model).__name__} is not one: use rollout.engine=hf or native")
         if slots is not None and slots < 1:
             raise ValueError(f"slots must be None or >= 1, got {slots}")
         self.model = model
-        self._view = recurrent_view(model)
+        self._view = as_recurrent(model)
         self._tokenizer = tokenizer
         self.slots = slots
         self.add_special_tokens = add_special_tokens
@@ -127,8 +153,7 @@ class RecurrentEngine(ModuleEngine):
         rows, max_new = len(prompt_of_row), params.max_new_tokens
         s_eff = min(self.slots or rows, rows)
         states = self._view.init_state(s_eff)
-        vocab = self._view.lm_head.weight.shape[0]
-        logits = torch.zeros((s_eff, vocab), dtype=torch.float32, device=dev)
+        logits: torch.Tensor | None = None  # (slots, V), allocated at the first prefill
         stop_ids = torch.tensor(self.stop_token_ids, dtype=torch.long)
         out_tok = torch.full((rows, max_new), pad, dtype=torch.long)
         out_lp = torch.zeros((rows, max_new), dtype=torch.float32)
@@ -144,7 +169,7 @@ class RecurrentEngine(ModuleEngine):
         stats = {"decode_steps": 0, "slot_busy": 0.0, "prefill_s": 0.0, "decode_s": 0.0, "prefill_prompts": 0,
                  "state_bytes": float(state_bytes(states))}
 
-        def admit(free: list[int]) -> None:
+        def admit(free: list[int], logits: torch.Tensor | None) -> torch.Tensor:
             t0 = time.perf_counter()
             take = [queue.popleft() for _ in range(min(len(free), len(queue)))]
             need = sorted({prompt_of_row[r] for r in take if prompt_of_row[r] not in prefilled})
@@ -153,6 +178,8 @@ class RecurrentEngine(ModuleEngine):
                 for j, u in enumerate(need):
                     prefilled[u] = (lg[j], st, j)
                 stats["prefill_prompts"] += len(need)
+            if logits is None:
+                logits = torch.zeros((s_eff, next(iter(prefilled.values()))[0].shape[-1]), device=dev)
             for s, r in zip(free, take):
                 u = prompt_of_row[r]
                 lg_u, st_u, j = prefilled[u]
@@ -165,8 +192,9 @@ class RecurrentEngine(ModuleEngine):
                 if remaining[u] == 0:
                     del prefilled[u]
             stats["prefill_s"] += time.perf_counter() - t0
+            return logits
 
-        admit(list(range(s_eff)))
+        logits = admit(list(range(s_eff)), None)
         while True:
             act = active.clone()
             act_dev = act.to(dev)
@@ -214,7 +242,7 @@ class RecurrentEngine(ModuleEngine):
             stats["decode_steps"] += 1
             free = (~active).nonzero().flatten().tolist()
             if queue and free:
-                admit(free)
+                logits = admit(free, logits)
         stats["slot_busy"] /= max(1, stats["decode_steps"] + 1)
         stats["gen_tokens"] = float(count.sum())
         self.last_stats = stats

@@ -213,7 +213,8 @@ def recurrent_view(model: nn.Module) -> SSMForCausalLM:
 
 
 def register() -> None:
-    """Make ``AutoConfig``/``AutoModelForCausalLM`` know ``model_type='reasonrl_ssm'`` (idempotent)."""
+    """Make ``AutoConfig``/``AutoModelForCausalLM`` know ``model_type='reasonrl_ssm'`` and the recurrent
+    engine run HF Mamba/Mamba-2 (idempotent)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
@@ -224,3 +225,7 @@ def register() -> None:
         AutoModelForCausalLM.register(SSMConfig, SSMForCausalLM)
     except ValueError:
         pass
+    from reasonrl.rollout.recurrent_engine import register_recurrent_adapter
+
+    for model_type in HF_SSM_TYPES:  # HF Mamba/Mamba-2 decode in the recurrent engine through our blocks
+        register_recurrent_adapter(model_type, recurrent_view)
