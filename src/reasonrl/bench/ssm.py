@@ -1,17 +1,18 @@
 """`reasonrl bench ssm`: decode cost vs generation length, transformer vs Mamba vs Mamba-2 (matched size).
 
-Each arm generates ``max_len`` tokens (EOS disabled) for ``slots`` rows from one prompt, with its best
-engine here: the transformer (``builtin:tiny``'s 4×128 Llama) on ``NativeEngine`` (preallocated KV
-cache, continuous batching), the SSMs (``builtin:tiny-mamba``/``-mamba2`` architectures) on
-``RecurrentEngine``. Every decode step is timed, so one run of ``max_len`` tokens yields, at each
-length L in ``lengths``:
+Each arm decodes ``max(lengths)`` tokens greedily for ``slots`` rows of one prompt with its rollout
+engine's own decode step: the transformer (``builtin:tiny``'s 4×128 Llama) with ``NativeEngine``'s
+prefill and decode over its preallocated KV cache, the SSMs (``builtin:tiny-mamba``/``-mamba2``
+architectures) with ``RecurrentEngine``'s prefill and recurrent step. The arms advance **one step at a
+time in turn** (the order rotating every step), so load changes on a shared machine hit every arm at
+the same lengths; every step is timed. At each length L in ``lengths``:
 
 - per-token decode time at L: the median step time over the ``window`` steps ending at L;
-- throughput at L: ``slots · L`` tokens over the wall time of the first L steps (prefill included),
-  i.e. what a rollout of L tokens gets;
+- throughput at L: ``slots · L`` tokens over prefill + the first L-1 decode steps, i.e. what a rollout of
+  L tokens costs the engine's decode loop (sampling included: an argmax per step);
 - decode-state memory at L: the KV cache a length-L sequence occupies (bytes per position of the
-  engine's allocated cache × (prompt + L)) vs the SSM's recurrent state (measured tensor bytes, the
-  same at every L).
+  engine's allocated cache × (prompt + L)) vs the SSM's recurrent state (its tensors' bytes, the same at
+  every L).
 
 Weights are random (speed does not depend on them); threads default to 1. Results:
 ``benchmarks/ssm/results.json`` and ``results.md`` with the command, load average and versions.
@@ -73,63 +74,89 @@ def _models(tok, max_len: int) -> dict[str, torch.nn.Module]:
             "mamba": build_ssm("mamba", spec, tok).eval(), "mamba2": build_ssm("mamba2", spec, tok).eval()}
 
 
-def measure_arm(name: str, model: torch.nn.Module, tok, opts: dict[str, Any]) -> dict[str, Any]:
-    """Generate ``max(lengths)`` tokens per slot, timing each decode step; return the per-length table."""
-    from reasonrl.rollout.native_engine import NativeEngine
-    from reasonrl.rollout.recurrent_engine import RecurrentEngine
-    from reasonrl.rollout.sampling import SamplingParams
+class _TransformerArm:
+    """``NativeEngine``'s prefill and decode step over its own KV cache (no sampling overhead beyond argmax)."""
 
-    max_len, slots = max(opts["lengths"]), opts["slots"]
-    times: list[float] = []
-    if name == "transformer":
+    def __init__(self, model, tok, prompt: list[int], slots: int, max_len: int):
+        from reasonrl.rollout.native_engine import NativeEngine
+
         eng = NativeEngine(model, tok, slots=slots, eos_token_ids=[])
-        inner = eng._decode_step
+        eng._refresh()
+        p = len(prompt)
+        self.cache = eng._cache_for(slots, p + max_len)
+        eng._rope_table(p + max_len)
+        t0 = time.perf_counter()
+        kv, lg = eng._prefill(torch.tensor([prompt] * slots), torch.full((slots,), p))
+        self.cache[:, :, :, :, :p] = kv
+        self.prefill_s = time.perf_counter() - t0
+        self.eng, self.logits, self.pos, self.p, self.slots = eng, lg.float(), torch.full((slots,), p), p, slots
+        c = self.cache
+        self.bytes_per_pos = c.numel() * c.element_size() / (c.shape[1] * c.shape[4])
 
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            out = inner(*a, **k)
-            times.append(time.perf_counter() - t0)
-            return out
+    def step(self) -> None:
+        tok = self.logits.argmax(-1)
+        self.logits = self.eng._decode(self.cache, tok, self.pos, int(self.pos.max()) + 1)
+        self.pos += 1
 
-        eng._decode_step = timed
-    else:
+    def state_bytes(self, length: int) -> int:
+        return int(self.bytes_per_pos * self.slots * (self.p + length))
+
+
+class _SSMArm:
+    """``RecurrentEngine``'s prefill (parallel form) and recurrent step over a fixed-size state."""
+
+    def __init__(self, model, tok, prompt: list[int], slots: int, max_len: int):
+        from reasonrl.rollout.recurrent_engine import RecurrentEngine, state_bytes
+
         eng = RecurrentEngine(model, tok, slots=slots, eos_token_ids=[])
-        inner = eng._view.step
+        t0 = time.perf_counter()
+        self.logits, self.states = eng._prefill([prompt] * slots)
+        self.prefill_s = time.perf_counter() - t0
+        self.view, self.bytes = eng._view, state_bytes(self.states)
 
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            out = inner(*a, **k)
-            times.append(time.perf_counter() - t0)
-            return out
+    def step(self) -> None:
+        self.logits, self.states = self.view.step(self.logits.argmax(-1), self.states)
 
-        eng._view.step = timed
-    prompt_len = len(tok(opts["prompt"])["input_ids"])
-    t0 = time.perf_counter()
-    ro = eng.generate([opts["prompt"]], SamplingParams(n=slots, greedy=True, max_new_tokens=max_len))
-    wall = time.perf_counter() - t0
-    assert int(ro.loss_mask.sum()) == slots * max_len, "every row must run to max_len (EOS is disabled)"
-    prefill_s = eng.last_stats["prefill_s"]
-    if name == "transformer":
-        cache = eng._cache
-        per_pos = cache.numel() * cache.element_size() / (cache.shape[1] * cache.shape[4])  # bytes / slot / position
-    rows = []
-    cum = [0.0]
-    for t in times:
-        cum.append(cum[-1] + t)
-    for L in opts["lengths"]:
-        # step i (0-based) feeds token i and produces the logits of token i+1; L tokens need L-1 steps
-        w = times[max(0, L - 1 - opts["window"]): L - 1]
-        mem = (per_pos * slots * (prompt_len + L)) if name == "transformer" else eng.last_stats["state_bytes"]
-        rows.append({"length": L, "ms_per_step": 1e3 * statistics.median(w),
-                     "tokens_per_s": slots * L / (prefill_s + cum[L - 1]), "decode_state_bytes": int(mem)})
-    return {"arm": name, "engine": type(eng).__name__, "params": sum(p.numel() for p in model.parameters()),
-            "wall_s": wall, "prefill_s": prefill_s, "rows": rows}
+    def state_bytes(self, length: int) -> int:
+        return self.bytes
+
+
+def measure(models: dict[str, torch.nn.Module], tok, opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Decode all arms side by side, one step each in rotating order; return one table per arm."""
+    max_len, slots = max(opts["lengths"]), opts["slots"]
+    prompt = list(tok(opts["prompt"])["input_ids"])
+    names = list(opts["arms"])
+    with torch.inference_mode():
+        arms = {n: (_TransformerArm if n == "transformer" else _SSMArm)(models[n], tok, prompt, slots, max_len)
+                for n in names}
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for t in range(max_len - 1):  # step t feeds token t and yields the logits of token t+1
+            for n in names[t % len(names):] + names[: t % len(names)]:
+                t0 = time.perf_counter()
+                arms[n].step()
+                times[n].append(time.perf_counter() - t0)
+    out = []
+    for n in names:
+        cum = [0.0]
+        for dt in times[n]:
+            cum.append(cum[-1] + dt)
+        rows = []
+        for length in opts["lengths"]:
+            w = times[n][max(0, length - 1 - opts["window"]): length - 1] or times[n][:1]
+            rows.append({"length": length, "ms_per_step": 1e3 * statistics.median(w),
+                         "tokens_per_s": slots * length / (arms[n].prefill_s + cum[length - 1]),
+                         "decode_state_bytes": arms[n].state_bytes(length)})
+        out.append({"arm": n, "engine": "NativeEngine" if n == "transformer" else "RecurrentEngine",
+                    "params": sum(p.numel() for p in models[n].parameters()), "prefill_s": arms[n].prefill_s,
+                    "decode_s": cum[-1], "rows": rows})
+    return out
 
 
 def _markdown(doc: dict[str, Any]) -> str:
     lines = ["# SSM vs transformer decode cost vs generation length", "",
              f"Command: `{doc['command']}`", "",
-             f"Slots {doc['opts']['slots']}, greedy, EOS disabled, random weights, {doc['env']['threads']} thread(s); "
+             f"Slots {doc['opts']['slots']}, greedy, random weights, arms interleaved step by step, median step time "
+             f"over the {doc['opts']['window']} steps before each length, {doc['env']['threads']} thread(s); "
              f"load average before {doc['env']['load_before']}, after {doc['env']['load_after']}; "
              f"torch {doc['env']['torch']}, {doc['env']['cpu']}; {doc['env']['date']}.", "",
              "| arm | params | length | ms / decode step | tokens/s | decode state (MiB) |", "|---|---|---|---|---|---|"]
@@ -137,7 +164,7 @@ def _markdown(doc: dict[str, Any]) -> str:
         for r in arm["rows"]:
             lines.append(f"| {arm['arm']} ({arm['engine']}) | {arm['params'] / 1e6:.2f}M | {r['length']} | "
                          f"{r['ms_per_step']:.2f} | {r['tokens_per_s']:.0f} | {r['decode_state_bytes'] / 2**20:.2f} |")
-    lines += ["", "| arm | step time max/256 | state memory max/256 | throughput at max vs transformer |", "|---|---|---|---|"]
+    lines += ["", "| arm | step time, longest / shortest length | state memory, longest / shortest | throughput at the longest length vs transformer |", "|---|---|---|---|"]
     for arm, s in doc["summary"].items():
         lines.append(f"| {arm} | {s['step_time_ratio']:.2f} | {s['memory_ratio']:.2f} | "
                      f"{s.get('throughput_vs_transformer', float('nan')):.2f} |")
@@ -155,11 +182,7 @@ def run(args: list[str]) -> int:
     t_start = time.perf_counter()
     tok = train_tokenizer(_tokenizer_corpus(TinySpec()), TinySpec().vocab_size)
     models = _models(tok, max(opts["lengths"]))
-    arms = []
-    for name in opts["arms"]:
-        res = measure_arm(name, models[name], tok, opts)
-        print(json.dumps(res), flush=True)
-        arms.append(res)
+    arms = measure(models, tok, opts)
     lo, hi = min(opts["lengths"]), max(opts["lengths"])
     by = {a["arm"]: {r["length"]: r for r in a["rows"]} for a in arms}
     summary = {}
