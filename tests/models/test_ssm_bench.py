@@ -32,7 +32,7 @@ def test_bench_ssm_toy_run(tmp_path):
     assert set(arms) == {"transformer", "mamba", "mamba2"}
     for name, a in arms.items():
         mem = [r["decode_state_bytes"] for r in a["rows"]]
-        assert all(r["tokens_per_s"] > 0 and r["ms_per_step"] > 0 for r in a["rows"])
+        assert all(r["rollout_tokens_per_s"] > 0 and r["decode_tokens_per_s_at_length"] > 0 for r in a["rows"])
         if name == "transformer":
             assert mem[1] > mem[0]
         else:
