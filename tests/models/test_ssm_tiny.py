@@ -47,20 +47,27 @@ def test_build_pipeline_writes_a_loadable_checkpoint(tmp_path):
     assert build_tiny_ssm("mamba2", SMALL, out, log=lambda *_: None) == out  # cached: not rebuilt
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "mamba2"])
+@pytest.mark.parametrize("mixer", ["mamba", "mamba2", "hf-mamba2"])
 def test_grpo_trains_an_ssm_policy_end_to_end(tmp_path, tok, mixer):
     """A few GRPO steps through ``reasonrl train``: the recurrent engine samples, the learner's
-    parallel-form log-probs agree with the sampler's, and the weights move."""
+    parallel-form log-probs agree with the sampler's, and the weights move. ``hf-mamba2`` is a
+    transformers ``Mamba2ForCausalLM`` checkpoint: the learner runs HF's forward, the engine our blocks."""
+    from transformers import AutoModelForCausalLM, Mamba2Config, Mamba2ForCausalLM
+
     from reasonrl.cli.main import main
     from reasonrl.models.ssm import SSMConfig
 
     torch.manual_seed(0)
-    extra = dict(head_dim=16, chunk_size=8) if mixer == "mamba2" else {}
-    cfg = SSMConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, mixer=mixer, state_size=8,
-                    initializer_range=0.2, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                    eos_token_id=tok.eos_token_id, **extra)
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if mixer == "hf-mamba2":
+        policy = Mamba2ForCausalLM(Mamba2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, state_size=8,
+                                                num_heads=4, head_dim=16, n_groups=1, chunk_size=8, **ids))
+    else:
+        extra = dict(head_dim=16, chunk_size=8) if mixer == "mamba2" else {}
+        policy = SSMForCausalLM(SSMConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, mixer=mixer,
+                                          state_size=8, initializer_range=0.2, **ids, **extra))
     d = tmp_path / "policy"
-    SSMForCausalLM(cfg).save_pretrained(d)
+    policy.save_pretrained(d)
     tok.save_pretrained(d)
     over = [f"model.path={d}", f"run.out_dir={tmp_path}", "run.name=t", "run.threads=1", "data.eval_size=4",
             "rollout.n=4", "rollout.max_new_tokens=10", "rollout.micro_batch=6", "trainer.prompts_per_step=3",
@@ -73,8 +80,9 @@ def test_grpo_trains_an_ssm_policy_end_to_end(tmp_path, tok, mixer):
     assert len(steps) == 2
     for r in steps:
         assert r["rollout/logp_mismatch_max"] < 1e-4
-    before = SSMForCausalLM.from_pretrained(d).state_dict()
-    after = SSMForCausalLM.from_pretrained(tmp_path / "t" / "final").state_dict()
+    before = AutoModelForCausalLM.from_pretrained(d).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "final").state_dict()
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "final")) is type(policy)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
