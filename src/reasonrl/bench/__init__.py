@@ -17,6 +17,7 @@ BENCHES = {
     "async": "reasonrl.bench.asynchronous:bench_async",
     "latentseek": "reasonrl.bench.latentseek:bench_latentseek",
     "rewards": "reasonrl.bench.rewards:bench_rewards",
+    "ssm": "reasonrl.bench.ssm:run",
     "ssrl": "reasonrl.bench.ssrl:bench_ssrl",
     "throughput": "reasonrl.bench.throughput:bench_throughput",
     "ttrl": "reasonrl.bench.ttrl:bench_ttrl",

@@ -70,6 +70,8 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM
 
+    import reasonrl.models.ssm  # noqa: F401  registers model_type reasonrl_ssm with the Auto classes (docs/ssm.md)
+
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     if str(path).startswith("builtin:"):

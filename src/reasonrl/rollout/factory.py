@@ -14,6 +14,10 @@ def make_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str
     copy, so learner updates are seen at once); vLLM loads ``model_dir`` and is kept in sync by
     pushing ``model``'s weights whenever they changed."""
     r = cfg.rollout
+    from reasonrl.rollout.recurrent_engine import RecurrentEngine, is_recurrent_model
+
+    if r.engine in ("hf", "native") and is_recurrent_model(model):  # SSM policy: recurrent state, no KV cache
+        return RecurrentEngine(model, tokenizer, slots=r.micro_batch)
     if r.engine == "hf":
         from reasonrl.rollout.hf_engine import HFEngine
 

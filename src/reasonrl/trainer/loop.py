@@ -37,6 +37,10 @@ def resolve_model(path: str, log=print) -> Path:
         from reasonrl.models.tiny import build_default_model
 
         return build_default_model(log=log)
+    if path in ("builtin:tiny-mamba", "builtin:tiny-mamba2"):  # SSM policies (docs/ssm.md)
+        from reasonrl.models.ssm.tiny import build_tiny_ssm
+
+        return build_tiny_ssm(path.removeprefix("builtin:tiny-"), log=log)
     if path.startswith("builtin:tiny-"):  # the tiny model SFT'd on another built-in family, e.g. tiny-code
         from reasonrl.models.tiny import build_default_model, variant_spec
 

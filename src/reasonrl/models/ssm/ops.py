@@ -1,0 +1,253 @@
+"""State-space maths as pure functions on tensors: each layer's parallel (training) form and its
+recurrent (decode) step, which must agree to float rounding (``tests/models/test_ssm_ops.py``).
+
+Formulas are the standard ones of S4D (Gu et al. 2022, "On the Parameterization and Initialization of
+Diagonal State Space Models"), Mamba (Gu & Dao 2023) and Mamba-2 / SSD (Dao & Gu 2024), as summarised
+in the SSM survey arXiv 2503.11224 (docs/ssm.md). Shapes use b = batch, l = time, d = channels,
+n = state size, h = heads, p = head dim, g = B/C groups.
+
+Recurrent form (every layer): ``h_t = Ā_t h_{t-1} + B̄_t x_t``, ``y_t = C_t h_t + D x_t``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------- conv
+
+
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise causal convolution over time: x (b, c, l), weight (c, k) -> (y (b, c, l), state (b, c, k-1)).
+
+    ``state`` is the last ``k-1`` inputs (zeros on the left when ``l < k-1``): exactly what
+    ``causal_conv1d_step`` needs to continue the sequence token by token.
+    """
+    k = weight.shape[-1]
+    xp = F.pad(x, (k - 1, 0))
+    y = F.conv1d(xp, weight.unsqueeze(1), bias, groups=x.shape[1])
+    return y, xp[:, :, xp.shape[-1] - (k - 1):]
+
+
+def causal_conv1d_step(x: torch.Tensor, state: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One time step: x (b, c), state (b, c, k-1) -> (y (b, c), new state)."""
+    window = torch.cat([state, x.unsqueeze(-1)], dim=-1)
+    y = (window * weight).sum(-1)
+    if bias is not None:
+        y = y + bias
+    return y, window[:, :, 1:]
+
+
+# ---------------------------------------------------------------------------------------------- S4D
+
+
+def s4d_kernel(log_dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor, length: int) -> torch.Tensor:
+    """Convolution kernel ``K_l = 2 Re Σ_n C_n B̄_n Ā_n^l`` (d, length): a Vandermonde product, O(n·l).
+
+    ``A``/``C`` keep one of each conjugate pair, hence the factor 2 and the real part.
+    """
+    dtA = log_dt.exp().unsqueeze(-1) * A
+    CB = C * (torch.exp(dtA) - 1.0) / A
+    powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(length, device=A.device))  # (d, n2, l)
+    return 2.0 * torch.einsum("dn,dnl->dl", CB, powers).real
+
+
+def s4d_conv(u: torch.Tensor, log_dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor,
+             D: torch.Tensor) -> torch.Tensor:
+    """Parallel form: ``y = K * u + D u`` with the causal convolution done by FFT in O(l log l).
+
+    u (b, d, l) real -> y (b, d, l). Zero-padding to 2l makes the circular FFT convolution linear.
+    """
+    length = u.shape[-1]
+    k = s4d_kernel(log_dt, A, C, length)
+    n = 2 * length
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :length]
+    return y + D.unsqueeze(-1) * u
+
+
+def s4d_final_state(u: torch.Tensor, log_dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """The state after the whole sequence, ``h_L = Σ_s Ā^{L-1-s} B̄ u_s`` (b, d, n2) complex, so a
+    parallel prefill can hand over to the recurrent step."""
+    length = u.shape[-1]
+    dtA = log_dt.exp().unsqueeze(-1) * A
+    dB = (torch.exp(dtA) - 1.0) / A
+    back = torch.exp(dtA.unsqueeze(-1) * torch.arange(length - 1, -1, -1, device=A.device))
+    return torch.einsum("bdl,dnl->bdn", u.to(back.dtype), back) * dB
+
+
+def s4d_step(u: torch.Tensor, state: torch.Tensor, log_dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor,
+             D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recurrent form: u (b, d), state (b, d, n2) complex -> (y (b, d), new state)."""
+    dA = torch.exp(log_dt.exp().unsqueeze(-1) * A)
+    dB = (dA - 1.0) / A
+    state = dA * state + dB * u.unsqueeze(-1)
+    y = 2.0 * (state * C).sum(-1).real + D * u
+    return y, state
+
+
+def s4d_init(d: int, n2: int, kind: str = "lin") -> torch.Tensor:
+    """Diagonal A (d, n2) complex. S4D-Lin ``-1/2 + iπn``; S4D-Inv ``-1/2 + i(N/π)(N/(2n+1) - 1)``;
+    S4D-Real ``-(n+1)`` (N = 2·n2 is the full state size)."""
+    n = torch.arange(n2, dtype=torch.float32)
+    if kind == "lin":
+        a = torch.complex(torch.full_like(n, -0.5), math.pi * n)
+    elif kind == "inv":
+        big = 2 * n2
+        a = torch.complex(torch.full_like(n, -0.5), big / math.pi * (big / (2 * n + 1) - 1))
+    elif kind == "real":
+        a = torch.complex(-(n + 1), torch.zeros_like(n))
+    else:
+        raise ValueError(f"S4D init must be 'lin', 'inv' or 'real', got {kind!r}")
+    return a.expand(d, n2).clone()
+
+
+# ------------------------------------------------------------------------------------ Mamba (S6)
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, mode: str = "sequential") -> tuple[torch.Tensor, torch.Tensor]:
+    """Mamba's selective scan, all steps: returns ``(y (b, d, l), last state (b, d, n))``.
+
+    u, delta (b, d, l) with delta already positive (softplus applied); A (d, n) (negative real);
+    B, C (b, l, n) shared across channels. ``Ā_t = exp(Δ_t A)``, ``B̄_t = Δ_t B_t`` (Euler for B).
+
+    ``mode="sequential"`` loops over time (O(l) work; on CPU the fastest); ``mode="parallel"`` is the
+    associative scan over pairs ``(a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)`` in ⌈log2 l⌉ doubling
+    rounds (Hillis-Steele: O(l log l) work, O(log l) depth; the form a GPU kernel parallelises).
+    """
+    dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (b, d, l, n)
+    dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(1)  # (b, d, l, n)
+    if mode == "sequential":
+        # unbind, not dA[:, :, t]: the backward of one unbind is one stack, while each indexing
+        # op's backward would materialise a full-size zero gradient (quadratic in l)
+        h = u.new_zeros(u.shape[0], u.shape[1], A.shape[-1])
+        hs = []
+        for a_t, b_t in zip(dA.unbind(2), dBu.unbind(2)):
+            h = a_t * h + b_t
+            hs.append(h)
+        y = torch.einsum("bdln,bln->bdl", torch.stack(hs, dim=2), C) if hs else u.new_zeros(u.shape)
+        last = h
+    elif mode == "parallel":
+        a, s = dA, dBu
+        off = 1
+        while off < u.shape[-1]:
+            s = torch.cat([s[:, :, :off], a[:, :, off:] * s[:, :, :-off] + s[:, :, off:]], dim=2)
+            a = torch.cat([a[:, :, :off], a[:, :, off:] * a[:, :, :-off]], dim=2)
+            off *= 2
+        y = torch.einsum("bdln,bln->bdl", s, C)
+        last = s[:, :, -1] if u.shape[-1] else u.new_zeros(u.shape[0], u.shape[1], A.shape[-1])
+    else:
+        raise ValueError(f"selective_scan mode must be 'sequential' or 'parallel', got {mode!r}")
+    if D is not None:
+        y = y + D.unsqueeze(-1) * u
+    return y, last
+
+
+def selective_step(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One recurrent step: u, delta (b, d); B, C (b, n); state (b, d, n) -> (y (b, d), new state)."""
+    dA = torch.exp(delta.unsqueeze(-1) * A)
+    state = dA * state + (delta * u).unsqueeze(-1) * B.unsqueeze(1)
+    y = torch.matmul(state, C.unsqueeze(-1)).squeeze(-1)  # (b, d, n) @ (b, n, 1): one bmm, cheaper than einsum
+    if D is not None:
+        y = y + D * u
+    return y, state
+
+
+# ------------------------------------------------------------------------------------ Mamba-2 (SSD)
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """``S[..., i, j] = Σ_{k=j+1..i} a_k`` for i >= j, ``-inf`` above the diagonal (so exp gives the
+    1-semiseparable mask ``L``). Built by a masked cumsum rather than ``cumsum_i - cumsum_j``, which
+    loses precision when the running sum is large."""
+    q = a.shape[-1]
+    e = a.unsqueeze(-1).expand(*a.shape, q)  # e[..., k, j] = a_k
+    strict = torch.tril(torch.ones(q, q, dtype=torch.bool, device=a.device), diagonal=-1)
+    s = e.masked_fill(~strict, 0.0).cumsum(dim=-2)
+    keep = torch.tril(torch.ones(q, q, dtype=torch.bool, device=a.device))
+    return s.masked_fill(~keep, -torch.inf)
+
+
+def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                chunk: int, initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mamba-2's SSD by chunks: ``(y (b, l, h, p), final state (b, h, p, n))``, no D term.
+
+    x (b, l, h, p); dt (b, l, h) positive; A (h,) negative scalars; B, C (b, l, g, n), g dividing h.
+    Per head ``H_t = a_t H_{t-1} + x_t B_tᵀ`` (H is p×n), ``y_t = H_t C_t``, ``a_t = exp(Δ_t A)``, input
+    scaled by Δ_t. Four steps per chunk of length Q: (1) intra-chunk outputs by the quadratic
+    "attention" form ``(L ∘ C Bᵀ) x``; (2) each chunk's final state from zero; (3) a scan over the
+    l/Q chunk states; (4) the carried-in state's contribution to each chunk's outputs.
+    """
+    b, length, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    B = B.repeat_interleave(h // g, dim=2)
+    C = C.repeat_interleave(h // g, dim=2)
+    pad = (-length) % chunk
+    if pad:  # dt = 0 on the padding: a = 1 and no input, so the final state is unchanged
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
+    nc = x.shape[1] // chunk
+    xd = (x * dt.unsqueeze(-1)).reshape(b, nc, chunk, h, p)
+    Bc = B.reshape(b, nc, chunk, h, n)
+    Cc = C.reshape(b, nc, chunk, h, n)
+    la = (dt * A).reshape(b, nc, chunk, h).permute(0, 3, 1, 2)  # (b, h, c, q) log-decays
+    cum = la.cumsum(-1)
+    # (1) intra-chunk
+    decay = torch.exp(segsum(la))  # (b, h, c, q, q)
+    scores = torch.einsum("bcihn,bcjhn->bhcij", Cc, Bc) * decay
+    y = torch.einsum("bhcij,bcjhp->bcihp", scores, xd)
+    # (2) chunk-final states from a zero start
+    to_end = torch.exp(cum[..., -1:] - cum)  # (b, h, c, q)
+    states = torch.einsum("bcjhn,bhcj,bcjhp->bchpn", Bc, to_end, xd)
+    # (3) scan over chunks
+    chunk_decay = torch.exp(cum[..., -1])  # (b, h, c)
+    carry = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
+    starts = []
+    for c in range(nc):
+        starts.append(carry)
+        carry = chunk_decay[:, :, c, None, None] * carry + states[:, c]
+    # (4) carried-in state -> outputs
+    start = torch.stack(starts, dim=1)  # (b, c, h, p, n)
+    y = y + torch.einsum("bcihn,bchpn,bhci->bcihp", Cc, start, torch.exp(cum))
+    return y.reshape(b, nc * chunk, h, p)[:, :length], carry
+
+
+def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One recurrent step: x (b, h, p), dt (b, h), B, C (b, g, n), state (b, h, p, n) -> (y (b, h, p), state)."""
+    b, h, p = x.shape
+    g, n = B.shape[1], B.shape[2]
+    a = torch.exp(dt * A)
+    # heads grouped as (g, h/g) so B and C broadcast over a group's heads without a copy
+    st = state.view(b, g, h // g, p, n)
+    xs = (dt.unsqueeze(-1) * x).view(b, g, h // g, p, 1)
+    st = a.view(b, g, h // g, 1, 1) * st + xs * B.view(b, g, 1, 1, n)
+    y = torch.matmul(st, C.view(b, g, 1, n, 1)).view(b, h, p)
+    return y, st.view(b, h, p, n)
+
+
+# ---------------------------------------------------------------------------------------------- norms
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm computed in fp32 and cast back before the scale (HF's Llama/Mamba convention); in fp32
+    the fused ``F.rms_norm`` computes the same expression in one op."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float, groups: int) -> torch.Tensor:
+    """Mamba-2's output norm: ``x · SiLU(gate)`` normalised per group of channels, then scaled."""
+    dtype = x.dtype
+    h = x.float() * F.silu(gate.float())
+    shp = h.shape
+    h = h.view(*shp[:-1], groups, shp[-1] // groups)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.view(shp).to(dtype)

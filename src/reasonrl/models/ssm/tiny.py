@@ -1,0 +1,111 @@
+"""``builtin:tiny-mamba`` and ``builtin:tiny-mamba2``: the built-in tiny model's recipe with an SSM body.
+
+Same tokenizer, demonstration pool, validation slice, SFT schedule and best-checkpoint rule as
+``builtin:tiny`` (``models.tiny``'s functions, reused rather than copied), but the Llama is replaced
+by an ``SSMForCausalLM`` matched in parameter count (the transformer: 0.87M; Mamba 7×128: 0.83M;
+Mamba-2 8×128: 0.89M), and validation decodes with the recurrent engine. Cached under
+``<cache>/models/tiny-<kind>-<hash of spec and architecture>``.
+
+Cost on CPU: Mamba's selective scan touches a (batch, 2·hidden, length, N) tensor per layer, so an
+SFT step costs several times the transformer's (docs/ssm.md has measurements).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from reasonrl.models.ssm.model import SSMConfig, SSMForCausalLM
+from reasonrl.models.tiny import (TinySpec, _tokenizer_corpus, cache_root, demo_pool, sft_examples,
+                                  validation_tasks)
+
+# Architecture per kind (hidden 128 as the transformer; layer counts chosen to match its parameter count).
+ARCHS: dict[str, dict] = {
+    "mamba": dict(mixer="mamba", num_hidden_layers=7, state_size=16, expand=2),
+    "mamba2": dict(mixer="mamba2", num_hidden_layers=8, state_size=32, expand=2, head_dim=32, chunk_size=32),
+}
+BUILTINS = {f"builtin:tiny-{k}": k for k in ARCHS}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ARCHS:
+        raise ValueError(f"no tiny SSM {kind!r}; valid: {', '.join(BUILTINS)}")
+
+
+def ssm_model_dir(kind: str, spec: TinySpec | None = None) -> Path:
+    _check_kind(kind)
+    spec = spec or TinySpec()
+    blob = json.dumps({"spec": asdict(spec), "arch": ARCHS[kind]}, sort_keys=True).encode()
+    return cache_root() / "models" / f"tiny-{kind}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+def build_ssm(kind: str, spec: TinySpec, tokenizer) -> SSMForCausalLM:
+    _check_kind(kind)
+    torch.manual_seed(spec.seed)
+    cfg = SSMConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, tie_word_embeddings=True,
+                    layer_norm_epsilon=1e-6, pad_token_id=tokenizer.pad_token_id,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **ARCHS[kind])
+    return SSMForCausalLM(cfg)
+
+
+def build_tiny_ssm(kind: str, spec: TinySpec | None = None, out_dir: Path | None = None, *, force: bool = False,
+                   log=print) -> Path:
+    """Build (or reuse) ``builtin:tiny-<kind>``; returns its HF directory (``load_policy`` loads it)."""
+    from reasonrl.eval.runner import EvalSettings, evaluate
+    from reasonrl.models.tokenizer import train_tokenizer
+    from reasonrl.rewards import Scorer
+    from reasonrl.rollout.recurrent_engine import RecurrentEngine
+    from reasonrl.trainer.sft import run_sft
+
+    spec = spec or TinySpec()
+    out = Path(out_dir) if out_dir else ssm_model_dir(kind, spec)
+    if (out / "reasonrl_build.json").exists() and not force:
+        return out
+    t0 = time.perf_counter()
+    tok = train_tokenizer(_tokenizer_corpus(spec), spec.vocab_size)
+    model = build_ssm(kind, spec, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"building builtin:tiny-{kind} ({n_params / 1e6:.2f}M params, SFT {spec.sft_steps} steps on "
+        f"{spec.demos} demonstrations); cached at {out}")
+    examples = sft_examples(demo_pool(spec))
+    val = validation_tasks(spec)
+    engine = RecurrentEngine(model, tok)
+    scorer = Scorer()
+    settings = EvalSettings(max_new_tokens=spec.max_new_tokens, sampled=False)
+    best = {"score": -1.0, "step": 0, "state": None}
+
+    def eval_fn(step: int):
+        r = evaluate(engine, scorer, val, settings)
+        if r["pass@1"] > best["score"]:
+            best.update(score=r["pass@1"], step=step, state=copy.deepcopy(model.state_dict()))
+        log(f"  sft step {step}: val pass@1 {r['pass@1']:.3f}")
+        return r["pass@1"], r
+
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    res = run_sft(model, tok, examples, optimizer=opt, lr=spec.sft_lr, batch_size=spec.sft_batch,
+                  steps=spec.sft_steps, warmup=50, schedule="cosine", min_lr_ratio=0.05,
+                  seed=spec.seed, eval_fn=eval_fn, eval_every=spec.eval_every)
+    if res.steps % spec.eval_every:
+        eval_fn(res.steps)
+    model.load_state_dict(best["state"])
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    meta = {"kind": kind, "arch": ARCHS[kind], "spec": asdict(spec), "params": n_params, "sft_steps": res.steps,
+            "sft_seconds": res.seconds, "best_step": best["step"], "val_pass@1": best["score"],
+            "build_seconds": time.perf_counter() - t0, "evals": [(s, v) for s, v, _ in res.evals]}
+    (tmp / "reasonrl_build.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    log(f"built {out} in {meta['build_seconds']:.0f}s: best val pass@1 {best['score']:.3f} at SFT step {best['step']}")
+    return out
