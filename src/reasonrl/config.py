@@ -63,6 +63,9 @@ class RolloutConfig(_Section):
         "step for Llama/Qwen2 models; faster), 'vllm' (needs the vllm package and a GPU). See docs/engines.md."))
     decode_graph: Literal["off", "compile", "cuda_graph"] = Field("off", description=(
         "Native engine only: capture the decode step as CUDA graphs ('cuda_graph', CUDA only) or torch.compile it."))
+    mode: str | None = Field(None, description=(
+        "Rollout mode (reasonrl.modes): 'text', 'ttrl', 'ssrl' or one a package registers; None = 'ttrl' if "
+        "ttrl.enabled, 'ssrl' if ssrl.reward, else 'text'."))
 
     @model_validator(mode="after")
     def _engine_available(self) -> "RolloutConfig":

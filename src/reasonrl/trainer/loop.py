@@ -265,7 +265,7 @@ class Trainer:
     def update(self, batch: Rollouts, tasks: list | None = None) -> dict[str, float]:
         c = self.cfg
         if self.ref is not None:
-            batch.extras["ref_logp"] = self._reference_logp(batch)
+            batch.ref_logp = self._reference_logp(batch)
         ctx = StepContext(forward=self._forward_nograd, demo_rows=lambda idx: self.demo_rows(tasks or [], idx),
                           tasks=tasks or [], step=self.step,
                           reference=self._reference_logp if self.ref is not None else None,
@@ -309,8 +309,8 @@ class Trainer:
                         logp, ent = fwd[0], fwd[1]
                         if _epoch == 0 and start == chunks[0][0] and scale:
                             mismatch.add(mb.rollout_logp, logp, mb.loss_mask)
-                        if "is_logw" in mb.extras:  # async: truncated IS weight per token (algorithms/offpolicy.py)
-                            logp = reweight_token_grads(logp, mb.extras["is_logw"].exp().to(logp.device))
+                        if mb.is_logw is not None:  # async: truncated IS weight per token (algorithms/offpolicy.py)
+                            logp = reweight_token_grads(logp, mb.is_logw.exp().to(logp.device))
                         hidden = fwd[2] if len(fwd) == 3 else None
                         out = ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
                         loss, metrics = self.recipe.loss(mb, out, norm)

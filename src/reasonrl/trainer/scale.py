@@ -141,8 +141,7 @@ class Scale:
             self.t.model.train(was)
         old = old.cpu()
         logw, m = truncated_is_log_weights(old, batch.rollout_logp, batch.loss_mask, c.async_rollout.is_cap)
-        batch.extras["old_logp"] = old
-        batch.extras["is_logw"] = logw
+        batch.old_logp, batch.is_logw = old, logw
         return m
 
     # ---------------------------------------------------------------- state
