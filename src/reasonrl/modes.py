@@ -61,6 +61,28 @@ def mode_name(cfg) -> str:
     return "text"
 
 
+def make_rollout_stage(cfg, model, tokenizer, scorer, *, engine=None):
+    """The configured mode's rollout stage: ``factory(cfg, model, tokenizer, scorer)``; used by every
+    execution mode (single process, the async producer on its copy of the policy, the Ray driver).
+
+    ``engine``: an already composed engine for the stage to use instead of composing one on ``model``
+    (the Ray driver passes its engine over the rollout workers, each of which composed its own with
+    ``make_rollout_engine``); only modes whose factory takes ``engine=`` (the text-based ones) accept it.
+    """
+    import inspect
+
+    name = mode_name(cfg)
+    factory = get_mode(name)
+    if engine is None:
+        return factory(cfg, model, tokenizer, scorer)
+    try:
+        inspect.signature(factory).bind(cfg, model, tokenizer, scorer, engine=engine)
+    except TypeError:
+        raise ValueError(f"rollout.mode={name!r} builds its own rollout and cannot use a given engine (Ray "
+                         f"rollout workers); run it with distributed.mode=local") from None
+    return factory(cfg, model, tokenizer, scorer, engine=engine)
+
+
 # ----------------------------------------------------------------------------------- built-in modes
 def text_mode(cfg, model, tokenizer, scorer, *, engine=None):
     """Prompts from ``data.train``, ``rollout.n`` samples each, graded by the task's verifier."""
@@ -94,6 +116,8 @@ class _BlindTasks:
 
     def next(self, n: int) -> list:
         return self.ttrl.hide_labels(self.inner.next(n))
+
+    cursor = property(lambda self: self.inner.cursor, lambda self, v: setattr(self.inner, "cursor", v))
 
     def state_dict(self):
         return self.inner.state_dict()

@@ -65,7 +65,7 @@ def test_mode_registry_registers_resolves_and_names_the_unknown():
 def test_make_rollout_stage_refuses_an_engine_for_a_mode_that_builds_its_own():
     from reasonrl.config import load_config
     from reasonrl.modes import register_mode
-    from reasonrl.rollout.factory import make_rollout_stage
+    from reasonrl.modes import make_rollout_stage
 
     register_mode("own_rollout_for_test", lambda cfg, model, tok, scorer: "stage")
     cfg = load_config(None, ["rollout.mode=own_rollout_for_test"])

@@ -1,14 +1,15 @@
 """How a run's rollout is assembled from config, the same way in every execution mode.
 
 ``make_rollout_engine`` composes the engine named by ``rollout.engine`` with the wrappers the config
-asks for (the tool loop of ``tools.names``, SSRL's information masking); ``make_rollout_stage`` puts
-that engine into the stage of the configured mode (``reasonrl.modes``). The single-process trainer,
-the async producer (on its own copy of the policy) and every Ray rollout worker call these, so an
-engine or wrapper choice can never be honoured in one mode and silently dropped in another.
+asks for (the tool loop of ``tools.names``, SSRL's information masking); ``reasonrl.modes.
+make_rollout_stage`` puts it into the configured mode's stage. The single-process trainer, the async
+producer (on its own copy of the policy) and every Ray rollout worker go through these, so an engine
+or wrapper choice can never be honoured in one mode and silently dropped in another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,27 +17,41 @@ import torch
 from reasonrl.rollout.engine import Engine
 
 
+def _hf(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str | None) -> Engine:
+    from reasonrl.rollout.hf_engine import HFEngine
+
+    return HFEngine(model, tokenizer, micro_batch=cfg.rollout.micro_batch)
+
+
+def _native(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str | None) -> Engine:
+    from reasonrl.rollout.native_engine import NativeEngine
+
+    return NativeEngine(model, tokenizer, slots=cfg.rollout.micro_batch, graph=cfg.rollout.decode_graph)
+
+
+def _vllm(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str | None) -> Engine:
+    from reasonrl.rollout.vllm_engine import VLLMEngine
+
+    model_dir = model_dir or getattr(model, "name_or_path", None)  # from_pretrained records its directory
+    if not model_dir:
+        raise ValueError("rollout.engine=vllm needs a model directory to start vLLM from (model.path)")
+    return VLLMEngine.from_pretrained(str(model_dir), tokenizer, policy=model, dtype=cfg.model.dtype)
+
+
+ENGINES: dict[str, Callable[[Any, torch.nn.Module, Any, str | None], Engine]] = {
+    "hf": _hf, "native": _native, "vllm": _vllm}
+"""``rollout.engine`` name -> ``builder(cfg, model, tokenizer, model_dir) -> Engine``. HF and native engines
+sample from ``model`` itself (no weight copy, so learner updates are seen at once); vLLM loads
+``model_dir`` and is kept in sync by pushing ``model``'s weights whenever they changed. Adding an engine:
+its file, a builder, one line here, and its name in ``RolloutConfig.engine``."""
+
+
 def make_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str | None = None) -> Engine:
-    """The bare engine of ``rollout.engine``. HF and native engines sample from ``model`` itself (no
-    weight copy, so learner updates are seen at once); vLLM loads ``model_dir`` and is kept in sync by
-    pushing ``model``'s weights whenever they changed."""
-    r = cfg.rollout
-    if r.engine == "hf":
-        from reasonrl.rollout.hf_engine import HFEngine
-
-        return HFEngine(model, tokenizer, micro_batch=r.micro_batch)
-    if r.engine == "native":
-        from reasonrl.rollout.native_engine import NativeEngine
-
-        return NativeEngine(model, tokenizer, slots=r.micro_batch, graph=r.decode_graph)
-    if r.engine == "vllm":
-        from reasonrl.rollout.vllm_engine import VLLMEngine
-
-        model_dir = model_dir or getattr(model, "name_or_path", None)  # from_pretrained records its directory
-        if not model_dir:
-            raise ValueError("rollout.engine=vllm needs a model directory to start vLLM from (model.path)")
-        return VLLMEngine.from_pretrained(str(model_dir), tokenizer, policy=model, dtype=cfg.model.dtype)
-    raise ValueError(f"rollout.engine={r.engine!r} is not one of 'hf', 'native', 'vllm'")
+    """The bare engine named by ``rollout.engine`` (``cfg`` is the run ``Config``)."""
+    name = cfg.rollout.engine
+    if name not in ENGINES:
+        raise ValueError(f"rollout.engine={name!r} is not one of {', '.join(map(repr, ENGINES))}")
+    return ENGINES[name](cfg, model, tokenizer, model_dir)
 
 
 def make_tools(tools_cfg) -> list:
@@ -67,26 +82,3 @@ def make_rollout_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_
     if cfg.ssrl.mask_information:
         engine = InformationMaskEngine(engine)
     return engine
-
-
-def make_rollout_stage(cfg: Any, model: torch.nn.Module, tokenizer: Any, scorer: Any, *, engine: Engine | None = None):
-    """The configured mode's rollout stage: ``factory(cfg, model, tokenizer, scorer)`` from ``reasonrl.modes``.
-
-    ``engine``: an already composed engine for the stage to use instead of composing one on ``model``
-    (the Ray driver passes its engine over the rollout workers, each of which composed its own with
-    ``make_rollout_engine``); only modes whose factory takes ``engine=`` (the text-based ones) accept it.
-    """
-    from reasonrl.modes import get_mode, mode_name
-
-    name = mode_name(cfg)
-    factory = get_mode(name)
-    if engine is None:
-        return factory(cfg, model, tokenizer, scorer)
-    try:
-        import inspect
-
-        inspect.signature(factory).bind(cfg, model, tokenizer, scorer, engine=engine)
-    except TypeError:
-        raise ValueError(f"mode {name!r} builds its own rollout and cannot use a given engine (Ray rollout "
-                         f"workers); run it with distributed.mode=local") from None
-    return factory(cfg, model, tokenizer, scorer, engine=engine)
