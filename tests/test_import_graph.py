@@ -17,13 +17,6 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "reasonrl"
 
-# The one cycle left on this branch: models -> trainer (models/tiny.py trains the default model with
-# the trainer's SFT) and trainer -> ssrl -> models (the trainer's SSRL hook), both removed by the
-# parallel trainer restructuring (engineer i12, issue 12). The lead deletes this list, the test that
-# reads it and the xfail below after merging i12's branch.
-KNOWN_CYCLES: list[set[str]] = [{"models", "ssrl", "trainer"}]
-
-
 def _node(dotted: str) -> str | None:
     """The graph node of an absolute module name, or None outside reasonrl."""
     parts = dotted.split(".")
@@ -172,14 +165,6 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
     assert "a -> b -> a" in describe(g, comps)
 
 
-def test_no_new_import_cycles():
-    """Until the xfail below is lifted: every cycle lies inside a known one (none added meanwhile)."""
-    g = package_graph()
-    new = [c for c in strongly_connected(g) if not any(c <= k for k in KNOWN_CYCLES)]
-    assert not new, "import cycles between reasonrl packages:\n" + describe(g, new)
-
-
-@pytest.mark.xfail(strict=False, reason="trainer cycles being removed by engineer i12 (issue 12); see KNOWN_CYCLES")
 def test_no_import_cycles_between_packages():
     g = package_graph()
     comps = strongly_connected(g)

@@ -9,7 +9,13 @@ Layout, per sample i of B:
   from temperature-scaled logits;
 - ``group_ids`` (B,): one prompt's samples share an id;
 - ``rewards`` (B,): scalar outcome score, filled by the reward stage;
-- ``extras``: tensors later stages add (``old_logp``, ``ref_logp``, ``values``, ``advantages``, ...).
+- typed optional fields for what the core knows, each ``None`` until a stage adds it (see
+  ``TOKEN_FIELDS``/``ROW_FIELDS``): ``valid_mask`` (real response tokens incl. tool output, when it
+  differs from ``loss_mask``), ``ref_logp``/``old_logp`` (learner-side log-probs), ``is_logw``
+  (async truncated importance log-weights), ``advantages`` (the estimator's) and
+  ``shaped_advantages`` (a recipe's reshaping of them, e.g. HPT's per-prompt weights; the loss uses
+  ``policy_advantages``), ``is_demo``/``sft_weight`` (demonstration rows and their SFT weight);
+- ``extras``: tensors private to one recipe (PPO's ``values``/``returns``, FlowRL's ``rhat``, ...).
 
 Concatenating prompt and response gives one left-aligned-by-padding sequence per row whose
 attention mask is ``cat(prompt_mask, response_valid)``; positions come from the mask's cumsum, so
@@ -20,7 +26,7 @@ Stages add fields; none reshuffles what an earlier one produced. ``select`` keep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -40,6 +46,14 @@ class Rollouts:
     rewards: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict[str, list[Any]] = field(default_factory=dict)
+    valid_mask: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    old_logp: torch.Tensor | None = None
+    is_logw: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    shaped_advantages: torch.Tensor | None = None
+    is_demo: torch.Tensor | None = None
+    sft_weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.response_ids.shape[0])
@@ -47,7 +61,21 @@ class Rollouts:
     @property
     def response_valid(self) -> torch.Tensor:
         """1 on every real response token (generated or tool), 0 on right padding."""
-        return self.extras.get("response_valid", self.loss_mask)
+        return self.loss_mask if self.valid_mask is None else self.valid_mask
+
+    @property
+    def policy_advantages(self) -> torch.Tensor | None:
+        """The advantages the policy loss uses: a recipe's shaped ones if it added them, else the estimator's."""
+        return self.advantages if self.shaped_advantages is None else self.shaped_advantages
+
+    def set_fields(self) -> list[str]:
+        """Names of the typed optional fields (``TOKEN_FIELDS + ROW_FIELDS``) that are filled."""
+        return [k for k in TOKEN_FIELDS + ROW_FIELDS if getattr(self, k) is not None]
+
+    def _typed(self, fn_token, fn_row) -> dict[str, Any]:
+        out = {k: None if getattr(self, k) is None else fn_token(getattr(self, k)) for k in TOKEN_FIELDS}
+        out.update({k: None if getattr(self, k) is None else fn_row(getattr(self, k)) for k in ROW_FIELDS})
+        return out
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -76,6 +104,7 @@ class Rollouts:
             rewards=None if self.rewards is None else self.rewards[idx_t],
             extras={k: v[idx_t] for k, v in self.extras.items()},
             info={k: [v[i] for i in rows] for k, v in self.info.items()},
+            **self._typed(lambda v: v[idx_t], lambda v: v[idx_t]),
         )
 
     def trim(self) -> "Rollouts":
@@ -98,6 +127,7 @@ class Rollouts:
             extras={k: (v[:, :r1] if v.dim() == 2 and v.shape[1] == self.response_ids.shape[1] else v)
                     for k, v in self.extras.items()},
             info=dict(self.info),
+            **self._typed(lambda v: v[:, :r1], lambda v: v),
         )
         return out
 
@@ -111,6 +141,13 @@ class Rollouts:
         last = _last_index(self.loss_mask)
         out[rows, last[rows]] = self.rewards[rows].to(out.dtype)
         return out
+
+
+TOKEN_FIELDS = ("valid_mask", "ref_logp", "old_logp", "is_logw", "advantages", "shaped_advantages")
+"""Typed optional (B, Tr) fields: sliced with the response columns, right-padded with 0 by ``concat``."""
+ROW_FIELDS = ("is_demo", "sft_weight")
+"""Typed optional (B,) fields."""
+assert not set(TOKEN_FIELDS + ROW_FIELDS) - {f.name for f in fields(Rollouts)}
 
 
 def _last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -143,6 +180,17 @@ def concat(batches: list[Rollouts], pad_id: int) -> Rollouts:
             extras[k] = torch.cat([rpad(v, tr, 0) for v in vs])
         else:
             extras[k] = torch.cat(vs)
+    typed: dict[str, torch.Tensor | None] = {}
+    for k in TOKEN_FIELDS + ROW_FIELDS:
+        vs = [getattr(b, k) for b in batches]
+        if all(v is None for v in vs):
+            typed[k] = None
+        elif k == "valid_mask":  # a batch without one is valid exactly where it is trained on
+            typed[k] = torch.cat([rpad(b.response_valid, tr, 0) for b in batches])
+        elif any(v is None for v in vs):
+            raise ValueError(f"cannot concatenate batches where only some have {k!r}")
+        else:
+            typed[k] = torch.cat([rpad(v, tr, 0) for v in vs]) if k in TOKEN_FIELDS else torch.cat(vs)
     rewards = None
     if all(b.rewards is not None for b in batches):
         rewards = torch.cat([b.rewards for b in batches])
@@ -160,4 +208,5 @@ def concat(batches: list[Rollouts], pad_id: int) -> Rollouts:
         rewards=rewards,
         extras=extras,
         info={k: [x for b in batches for x in b.info.get(k, [None] * len(b))] for k in info_keys},
+        **typed,
     )

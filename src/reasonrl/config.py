@@ -8,6 +8,7 @@ model (``reasonrl.algorithms.recipes``), so the trainer never needs to know them
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +62,9 @@ class RolloutConfig(_Section):
         "step for Llama/Qwen2 models; faster), 'vllm' (needs the vllm package and a GPU). See docs/engines.md."))
     decode_graph: Literal["off", "compile", "cuda_graph"] = Field("off", description=(
         "Native engine only: capture the decode step as CUDA graphs ('cuda_graph', CUDA only) or torch.compile it."))
+    mode: str | None = Field(None, description=(
+        "Rollout mode (reasonrl.modes): 'text', 'ttrl', 'ssrl' or one a package registers; None = 'ttrl' if "
+        "ttrl.enabled, 'ssrl' if ssrl.reward, else 'text'."))
 
     @model_validator(mode="after")
     def _engine_available(self) -> "RolloutConfig":
@@ -252,9 +256,7 @@ class Config(_Section):
             raise ValueError(f"trainer.save_every={t.save_every} exceeds trainer.steps={t.steps}: no checkpoint would be written; lower it or set 0")
         if "name" not in self.algorithm:
             raise ValueError("algorithm.name is missing; e.g. algorithm.name=grpo (list: `reasonrl algorithms`)")
-        from reasonrl.scale_config import validate_scale_config
-
-        validate_scale_config(self)
+        _validate_scale(self)
         if self.ttrl.enabled:
             from reasonrl.rewards.majority import check_ttrl_config
 
@@ -264,6 +266,33 @@ class Config(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.run.out_dir) / self.run.name
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _validate_scale(cfg) -> None:
+    """Cross-field checks of ``distributed``/``async_rollout`` (raised as ValueError at config load). Kept
+    free of heavy imports: torch is imported only when the NCCL backend is asked for."""
+    d = cfg.distributed
+    if d.mode == "local" and (d.learner_ranks > 1 or d.rollout_workers > 1):
+        raise ValueError(f"distributed.learner_ranks={d.learner_ranks} / distributed.rollout_workers="
+                         f"{d.rollout_workers} need distributed.mode=ray; set it, or keep both at 1")
+    if d.backend == "nccl" and d.address is None and not _cuda_available():
+        raise ValueError("distributed.backend=nccl needs CUDA GPUs, but torch.cuda.is_available() is False; "
+                         "use distributed.backend=gloo on CPU")
+    if d.mode == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("distributed.mode=ray needs Ray: pip install 'reasonrl[distributed]' "
+                             "(or set distributed.mode=local)")
+        t = cfg.trainer
+        if t.save_every or t.resume:
+            raise ValueError("trainer.save_every / trainer.resume are not supported with distributed.mode=ray yet "
+                             "(the optimizer state lives on the learner ranks); set trainer.save_every=0 and "
+                             "trainer.resume=false, or use distributed.mode=local")
 
 
 def _parse_value(raw: str) -> Any:

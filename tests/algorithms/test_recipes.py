@@ -146,21 +146,21 @@ def test_hpt_switch_replaces_all_wrong_groups_by_one_demo_excluded_from_group_st
     rec = make_recipe({"name": "hpt"})
     out = rec.prepare(rollouts(rewards, [bool(c) for c in correct], 4), ctx())
     assert len(out) == 4 + 2
-    demo = out.extras["is_demo"] > 0
+    demo = out.is_demo > 0
     assert demo.tolist() == [True, False, False, False, False, True]  # each demo where its prompt was
     assert out.task_index == [0, 1, 1, 1, 1, 2]
-    assert out.extras["sft_w"][demo].tolist() == [1.0, 1.0]
-    assert torch.all(out.extras["advantages"][demo] == 0)
+    assert out.sft_weight[demo].tolist() == [1.0, 1.0]
+    assert torch.all(out.policy_advantages[demo] == 0)
     # RL rows: Dr.GRPO (no std) over the four on-policy rollouts only; the demo (reward 1) is not in the mean
     r = torch.tensor(rewards[4:8])
     expect = (r - r.mean())[:, None] * out.loss_mask[~demo]
-    assert torch.allclose(out.extras["advantages"][~demo], expect)
+    assert torch.allclose(out.policy_advantages[~demo], expect)
     assert rec.row_active(out)[demo].all()
 
     # gamma=1: group 1 (2 correct) stays RL, a group with one correct switches to SFT
     rec1 = make_recipe({"name": "hpt", "gamma": 2})
     out1 = rec1.prepare(rollouts(rewards, [bool(c) for c in correct], 4), ctx())
-    assert (out1.extras["is_demo"] > 0).all() and len(out1) == 3
+    assert (out1.is_demo > 0).all() and len(out1) == 3
 
 
 def test_hpt_soft_variant_keeps_weighted_rollouts_and_adds_demos():
@@ -168,10 +168,10 @@ def test_hpt_soft_variant_keeps_weighted_rollouts_and_adds_demos():
     rewards = [float(c) for c in correct]
     rec = make_recipe({"name": "hpt", "soft": "type1"})
     out = rec.prepare(rollouts(rewards, correct, 8), ctx())
-    demo = out.extras["is_demo"] > 0
+    demo = out.is_demo > 0
     # 1 correct -> key 2 (count incl. demo) -> (on 0.125, sft 0.5); 6 correct -> key 7 -> (1, 0): no demo
-    assert demo.sum() == 1 and len(out) == 17 and out.extras["sft_w"][demo].item() == 0.5
-    a0 = out.extras["advantages"][:8].sum(1) / out.loss_mask[:8].sum(1)
+    assert demo.sum() == 1 and len(out) == 17 and out.sft_weight[demo].item() == 0.5
+    a0 = out.policy_advantages[:8].sum(1) / out.loss_mask[:8].sum(1)
     r = torch.tensor(rewards[:8])
     assert torch.allclose(a0, 0.125 * (r - r.mean()))
 
@@ -182,11 +182,11 @@ def test_hpt_loss_terms_use_their_own_normalisers():
     logp = (b.rollout_logp - 0.1 * b.loss_mask).clone().requires_grad_(True)
     norm = Norm(num_tokens=float(b.loss_mask.sum()), num_seqs=float(len(b)), loss_scale_factor=8.0, batch=b)
     loss, m = rec.loss(b, ForwardOut(logp=logp, entropy=torch.zeros_like(logp)), norm)
-    demo = b.extras["is_demo"] > 0
+    demo = b.is_demo > 0
     sft = (-(logp * b.loss_mask)[demo].sum() / b.loss_mask[demo].sum()).item()
     assert m["actor/sft_loss"] == pytest.approx(sft, rel=1e-5)
     rho = torch.exp(logp - b.rollout_logp)[~demo]
-    a = b.extras["advantages"][~demo]
+    a = b.advantages[~demo]
     pg = torch.maximum(-a * rho, -a * rho.clamp(0.8, 1.28)) * b.loss_mask[~demo]
     assert m["actor/pg_loss"] == pytest.approx((pg.sum() / (8.0 * 4)).item(), rel=1e-5)  # Σ/(T_max·B_rl)
     assert loss.item() == pytest.approx(m["actor/sft_loss"] + m["actor/pg_loss"], rel=1e-5)
@@ -198,7 +198,7 @@ def test_dr_grpo_divides_by_rows_times_tmax():
     logp = b.rollout_logp.clone().requires_grad_(True)
     norm = Norm(num_tokens=float(b.loss_mask.sum()), num_seqs=4.0, loss_scale_factor=8.0, batch=b)
     loss, _ = rec.loss(b, ForwardOut(logp=logp), norm)
-    assert loss.item() == pytest.approx(-(b.extras["advantages"] * b.loss_mask).sum().item() / (4 * 8.0), abs=1e-7)
+    assert loss.item() == pytest.approx(-(b.advantages * b.loss_mask).sum().item() / (4 * 8.0), abs=1e-7)
 
 
 def test_dapo_overlong_shaping_scales_with_max_new_tokens_and_filter_keeps_mixed_groups():
@@ -220,7 +220,7 @@ def test_entropy_adv_shapes_with_the_current_forward_entropy():
     norm = Norm(num_tokens=float(b.loss_mask.sum()), num_seqs=4.0, loss_scale_factor=8.0, batch=b)
     got, _ = ent.loss(b.select(range(4)), ForwardOut(logp=logp, entropy=h), norm)
     shaped = b.select(range(4))
-    shaped.extras["advantages"] = entropy_shaped(b.extras["advantages"], h, b.loss_mask, 0.4, 2.0)
+    shaped.advantages = entropy_shaped(b.advantages, h, b.loss_mask, 0.4, 2.0)
     want, _ = grpo.loss(shaped, ForwardOut(logp=logp, entropy=h), norm)
     assert got.item() == pytest.approx(want.item(), rel=1e-6) and got.item() != 0
 

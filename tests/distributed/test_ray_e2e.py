@@ -43,16 +43,38 @@ def test_ray_training_run(tmp_path, tiny_model_dir, async_on):
 
 
 @pytest.mark.slow
-def test_watchdog_dumps_every_actor_on_learner_hang(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("REASONRL_TEST_HANG", "learner:1")
+def test_watchdog_dumps_every_actor_on_learner_hang(tmp_path, tiny_model_dir):
+    from reasonrl import _testing
+
     cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + RAY + [
         "distributed.watchdog_s=30", "trainer.steps=3"])
-    tr = Trainer(cfg)
-    t0 = time.monotonic()
-    with pytest.raises(WatchdogTimeout, match="step 2 ran longer"):
-        tr.run()
+    with _testing.hooks(hang="learner:1"):  # passed to the learner actors when they start
+        tr = Trainer(cfg)
+        t0 = time.monotonic()
+        with pytest.raises(WatchdogTimeout, match="step 2 ran longer"):
+            tr.run()
     assert time.monotonic() - t0 < 240 and not ray.is_initialized()
     dump = (cfg.run_dir / "hang_stacks.txt").read_text()
     for who in ("learner rank 0", "learner rank 1", "rollout worker 0", "rollout worker 1"):
         assert who in dump
     assert "injected_hang" in dump
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,chain", [
+    (["rollout.engine=native"], ["NativeEngine"]),
+    (["tools.names=[calculator]", "ssrl.mask_information=true"], ["InformationMaskEngine", "MultiTurnEngine", "HFEngine"]),
+])
+def test_ray_workers_compose_the_configured_engine_and_wrappers(tmp_path, tiny_model_dir, extra, chain):
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + RAY + extra + ["trainer.steps=1"])
+    tr = Trainer(cfg)
+    try:
+        assert ray.get([w.engine_chain.remote() for w in tr.scale.roles.workers]) == [chain, chain]
+    except BaseException:
+        tr.scale.close()
+        raise
+    tr.run()
+    if "tools.names=[calculator]" in extra:  # the workers' wrapper metrics reach the driver's log
+        rows = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+        steps = [r for r in rows if "actor/loss" in r]
+        assert "rollout/tool_calls_mean" in steps[0] and "rollout/info_masked_frac" in steps[0]

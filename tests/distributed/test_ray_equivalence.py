@@ -42,7 +42,7 @@ def _compare(tmp_path, tiny_model_dir, strategy: str, placement: str, monkeypatc
         assert a.response_text == b.response_text and a.group_ids.tolist() == b.group_ids.tolist()
         assert a.task_index == b.task_index and torch.allclose(a.rollout_logp, b.rollout_logp, atol=1e-5)
 
-        batch, tasks, _ = dist.collect(engine=roles.engine)  # sampled by the two rollout workers
+        batch, tasks, _ = dist.collect()  # in ray mode the training stage samples on the two rollout workers
         assert len(batch) == 16 and batch.group_ids.tolist() == [g for g in range(4) for _ in range(4)]
         m_local = local.update(copy.deepcopy(batch), tasks)
         m_dist = roles.update(batch, tasks, 0)

@@ -58,15 +58,16 @@ def test_watchdog_hard_exit_when_main_thread_cannot_run_python(tmp_path):
     assert "cleanup ran" in p.stdout and "watchdog_s=0.3" in p.stderr
 
 
-def test_trainer_run_fails_on_injected_hang(tmp_path, tiny_model_dir, monkeypatch):
+def test_trainer_run_fails_on_injected_hang(tmp_path, tiny_model_dir):
     from reasonrl.trainer.loop import Trainer
 
-    monkeypatch.setenv("REASONRL_TEST_HANG", "driver:1")
+    from reasonrl import _testing
+
     cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + [
         "distributed.watchdog_s=20", "trainer.steps=3", "eval.sampled=false", "data.eval_size=2"])
     tr = Trainer(cfg)
     t0 = time.monotonic()
-    with pytest.raises(WatchdogTimeout, match="step 2 ran longer"):
+    with _testing.hooks(hang="driver:1"), pytest.raises(WatchdogTimeout, match="step 2 ran longer"):
         tr.run()
     assert time.monotonic() - t0 < 120
     assert "injected_hang" in (cfg.run_dir / "hang_stacks.txt").read_text()

@@ -208,7 +208,8 @@ def test_math_gold_answers_are_parsed_at_load_and_name_the_row(tmp_path):
 def test_trainer_stops_past_the_ungradable_threshold():
     from types import SimpleNamespace
 
-    from reasonrl.trainer.loop import TrainingError, _check_invalid
+    from reasonrl.trainer.loop import TrainingError
+    from reasonrl.trainer.sampler import check_invalid as _check_invalid
 
     tr = SimpleNamespace(cfg=SimpleNamespace(reward=SimpleNamespace(max_error_fraction=0.25)),
                          invalid_groups_total=0, groups_total=0)

@@ -214,7 +214,7 @@ class _FixedEngine(Engine):
         return Rollouts(prompt_ids=torch.ones((b, 1), dtype=torch.long), prompt_mask=torch.ones((b, 1), dtype=torch.long),
                         response_ids=resp, loss_mask=mask, rollout_logp=torch.zeros((b, t)),
                         group_ids=torch.arange(b), task_index=list(range(b)), response_text=list(self.responses),
-                        truncated=torch.zeros(b, dtype=torch.bool), extras={"response_valid": valid})
+                        truncated=torch.zeros(b, dtype=torch.bool), valid_mask=valid)
 
 
 def test_information_mask_engine_multiline_unclosed_and_inserted():

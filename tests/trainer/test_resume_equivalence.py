@@ -12,20 +12,21 @@ from _chaos import chaos_run
 from trainer_fixtures import tiny_overrides
 
 STEPS = 8
+HOOKED_CLI = Path(__file__).parent / "_hooked_cli.py"
 
 
-def _cmd(model_dir: Path, out: Path, steps: int = STEPS, resume: bool = False) -> list[str]:
+def _cmd(model_dir: Path, out: Path, trace: Path, steps: int = STEPS, resume: bool = False, **hooks) -> list[str]:
+    """The real CLI with the test hooks (reasonrl._testing) switched on explicitly in the child."""
     over = tiny_overrides(model_dir, out, "r") + [
         f"trainer.steps={steps}", "trainer.save_every=1", "trainer.keep_last=2", "trainer.tensorboard=false",
         "eval.sampled=false", "reward.functions=[trainer_fixtures:digit_reward]", "rollout.n=4"]
-    return [sys.executable, "-m", "reasonrl.cli.main", "train", *over] + (["--resume"] if resume else [])
+    return [sys.executable, str(HOOKED_CLI), json.dumps({"step_trace": str(trace), **hooks}), "train", *over] + (
+        ["--resume"] if resume else [])
 
 
-def _env(trace: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, REASONRL_STEP_TRACE=str(trace), OMP_WAIT_POLICY="PASSIVE",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    env.update(extra)
-    return env
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+                PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
 
 
 def _trace(path: Path) -> list[dict]:
@@ -40,7 +41,7 @@ def _mismatches(ref: list[dict], got: list[dict]) -> list[int]:
 
 def test_sigkill_resume_is_bit_identical_and_forgotten_rng_is_caught(tiny_model_dir, tmp_path):
     ref_trace = tmp_path / "ref.jsonl"
-    subprocess.run(_cmd(tiny_model_dir, tmp_path / "ref"), env=_env(ref_trace), check=True, capture_output=True)
+    subprocess.run(_cmd(tiny_model_dir, tmp_path / "ref", ref_trace), env=_env(), check=True, capture_output=True)
     ref = _trace(ref_trace)
     assert [r["opt_step"] for r in ref] == list(range(1, STEPS + 1))
     assert len({r["loss"] for r in ref}) > 1
@@ -48,9 +49,11 @@ def test_sigkill_resume_is_bit_identical_and_forgotten_rng_is_caught(tiny_model_
     # chaos: random SIGKILLs, the save window widened so some land mid-save
     chaos_trace = tmp_path / "chaos.jsonl"
     out = tmp_path / "chaos"
-    attempts = chaos_run(_cmd(tiny_model_dir, out), _cmd(tiny_model_dir, out, resume=True) + ["trainer.resume=auto"],
+    slow = {"save_delay_s": 0.15}
+    attempts = chaos_run(_cmd(tiny_model_dir, out, chaos_trace, **slow),
+                         _cmd(tiny_model_dir, out, chaos_trace, resume=True, **slow) + ["trainer.resume=auto"],
                          seed=7, min_s=0.3, max_s=2.5, max_attempts=25, max_kills=6, ready_marker="starting",
-                         env=_env(chaos_trace, REASONRL_TEST_SAVE_DELAY="0.15"), log_dir=tmp_path / "logs")
+                         env=_env(), log_dir=tmp_path / "logs")
     got = _trace(chaos_trace)
     assert attempts >= 2
     assert _mismatches(ref, got) == []
@@ -63,9 +66,9 @@ def test_sigkill_resume_is_bit_identical_and_forgotten_rng_is_caught(tiny_model_
     # deterministic stop/resume: identical with the RNG restored, different with it forgotten
     for forget, name in ((False, "ok"), (True, "neg")):
         trace = tmp_path / f"{name}.jsonl"
-        extra = {"REASONRL_TEST_FORGET_RNG": "1"} if forget else {}
-        subprocess.run(_cmd(tiny_model_dir, tmp_path / name, steps=3), env=_env(trace), check=True, capture_output=True)
-        subprocess.run(_cmd(tiny_model_dir, tmp_path / name, resume=True), env=_env(trace, **extra), check=True,
+        extra = {"forget_rng": True} if forget else {}
+        subprocess.run(_cmd(tiny_model_dir, tmp_path / name, trace, steps=3), env=_env(), check=True, capture_output=True)
+        subprocess.run(_cmd(tiny_model_dir, tmp_path / name, trace, resume=True, **extra), env=_env(), check=True,
                        capture_output=True)
         bad = _mismatches(ref, _trace(trace))
         assert (bad != []) == forget, (name, bad)

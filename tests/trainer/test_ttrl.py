@@ -48,13 +48,17 @@ def _train(tr, steps):
     return log
 
 
-def test_scrambled_gold_gives_identical_rewards_and_updates(tiny_model_dir, tmp_path):
+def test_scrambled_gold_gives_identical_rewards_and_updates(tiny_model_dir, tmp_path, monkeypatch):
     # one run after the other: each Trainer re-seeds the process-wide RNG, so both see the same samples
     a = _trainer(tiny_model_dir, tmp_path, "a")
     init = {k: v.clone() for k, v in a.model.state_dict().items()}
     la = _train(a, 3)
-    b = _trainer(tiny_model_dir, tmp_path, "b")
-    b.test_tasks = [replace(t, answer="1") for t in b.test_tasks]  # the same prompts, different "gold"
+    import reasonrl.eval.runner as runner
+
+    heldout = runner.heldout_tasks
+    monkeypatch.setattr(runner, "heldout_tasks", lambda cfg: [replace(t, answer="1") for t in heldout(cfg)])
+    b = _trainer(tiny_model_dir, tmp_path, "b")  # the same prompts, different "gold" (training and evaluation)
+    monkeypatch.undo()
     assert [t.prompt for t in a.test_tasks] == [t.prompt for t in b.test_tasks]
     assert [t.answer for t in a.test_tasks] != [t.answer for t in b.test_tasks]
     lb = _train(b, 3)

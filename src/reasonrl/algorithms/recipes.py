@@ -96,6 +96,12 @@ class Recipe:
     def filter_rows(self, batch: Rollouts) -> torch.Tensor | None:
         return None
 
+    @property
+    def max_gen_batches(self) -> int:
+        """Generation rounds the trainer may run to refill rows ``filter_rows`` dropped (<= 0: unlimited).
+        One round unless a recipe filters and resamples (DAPO's dynamic sampling)."""
+        return 1
+
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         return batch
 
@@ -127,7 +133,7 @@ class Recipe:
         total = out.logp.new_zeros(())
         metrics: dict[str, float] = {}
         if self.p.kl_coef > 0:
-            kl = kl_penalty(out.logp, mb.extras["ref_logp"], self.p.kl_type)
+            kl = kl_penalty(out.logp, mb.ref_logp, self.p.kl_type)
             kl_term = self.agg(kl, mask, norm)
             total = total + self.p.kl_coef * kl_term
             metrics["actor/kl"] = kl_term.item()
@@ -195,22 +201,30 @@ class GRPO(Recipe):
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         from reasonrl.algorithms.advantages import grpo
 
-        adv, _ = grpo(batch.rewards.float(), batch.group_ids, batch.loss_mask.float(),
+        adv, _ = grpo(self.scores(batch), batch.group_ids, batch.loss_mask.float(),
                       norm_by_std=self.p.norm_by_std, eps=self.p.eps)
-        batch.extras["advantages"] = adv
+        batch.advantages = adv
         return batch
+
+    def scores(self, batch: Rollouts) -> torch.Tensor:
+        """The per-row scores the advantage estimator sees (a recipe may shape them; rewards stay as scored)."""
+        return batch.rewards.float()
+
+    def loss_advantages(self, mb: Rollouts, out: ForwardOut) -> torch.Tensor:
+        """The per-token advantages of the policy loss (a recipe may reshape them with the current forward)."""
+        return mb.policy_advantages
 
     def row_active(self, batch: Rollouts) -> torch.Tensor:
         if self.p.kl_coef > 0 or self.p.entropy_coef:
             return torch.ones(len(batch), dtype=torch.bool)
-        return batch.extras["advantages"].abs().sum(dim=1) > 0
+        return batch.policy_advantages.abs().sum(dim=1) > 0
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, dict[str, float]]:
         from reasonrl.algorithms.losses import ppo_clip_loss
 
         mask = mb.loss_mask.to(out.logp.dtype)
-        old = mb.extras.get("old_logp", mb.rollout_logp)
-        pg, m = ppo_clip_loss(out.logp, old, mb.extras["advantages"], mask, clip_low=self.p.clip_low,
+        old = mb.rollout_logp if mb.old_logp is None else mb.old_logp
+        pg, m = ppo_clip_loss(out.logp, old, self.loss_advantages(mb, out), mask, clip_low=self.p.clip_low,
                               clip_high=self.p.clip_high, clip_c=self.p.clip_c, agg=self.p.loss_agg,
                               num_tokens=norm.num_tokens, num_seqs=norm.num_seqs,
                               loss_scale_factor=norm.loss_scale_factor)
@@ -230,8 +244,8 @@ class SFT(Recipe):
         gid = batch.group_ids
         first = [i for i in range(len(batch)) if i == 0 or gid[i] != gid[i - 1]]
         demo = ctx.demo_rows([batch.task_index[i] for i in first])
-        if "ref_logp" in batch.extras and ctx.reference is not None:
-            demo.extras["ref_logp"] = ctx.reference(demo)
+        if batch.ref_logp is not None and ctx.reference is not None:
+            demo.ref_logp = ctx.reference(demo)
         return demo
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, dict[str, float]]:
@@ -254,7 +268,7 @@ class RFT(SFT):
 
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         correct = torch.tensor([bool(c) for c in batch.info["correct"]], dtype=batch.loss_mask.dtype)
-        batch.extras["response_valid"] = batch.response_valid.clone()
+        batch.valid_mask = batch.response_valid.clone()
         batch.loss_mask = batch.loss_mask * correct[:, None]
         return batch
 

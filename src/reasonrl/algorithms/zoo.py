@@ -66,10 +66,8 @@ class ValueHead(nn.Module):
 class _EntropyAdv:
     """Mixin: shape the advantage with the *current* forward's token entropy (arXiv 2506.14758, spec §3)."""
 
-    def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
-        mb.extras["advantages"] = A.entropy_shaped(mb.extras["advantages"], out.entropy, mb.loss_mask,
-                                                   self.p.alpha, self.p.kappa)
-        return super().loss(mb, out, norm)
+    def loss_advantages(self, mb: Rollouts, out: ForwardOut) -> torch.Tensor:
+        return A.entropy_shaped(super().loss_advantages(mb, out), out.entropy, mb.loss_mask, self.p.alpha, self.p.kappa)
 
 
 # ------------------------------------------------------------------------------------------ PPO
@@ -100,7 +98,8 @@ class PPO(GRPO):
         fwd = ctx.forward(batch)
         values = fwd.modules["value_head"](_response_hidden(fwd.hidden, batch)).float() * batch.response_valid
         adv, ret = A.gae(batch.token_rewards(), values, batch.loss_mask, self.p.gamma, self.p.lam)
-        batch.extras.update(advantages=adv, returns=ret, values=values)
+        batch.advantages = adv
+        batch.extras.update(returns=ret, values=values)
         return batch
 
     def row_active(self, batch: Rollouts) -> torch.Tensor:
@@ -195,8 +194,15 @@ class DAPO(GRPO):
             buf = min(self.p.overlong_buffer_len or max(1, lmax // 5), lmax)
             pen = A.dapo_overlong_penalty(batch.response_valid.sum(1), lmax, buf, self.p.overlong_factor)
             batch.extras["overlong_penalty"] = pen
-            batch.rewards = batch.rewards.float() + pen
         return super().prepare(batch, ctx)
+
+    def scores(self, batch: Rollouts) -> torch.Tensor:
+        pen = batch.extras.get("overlong_penalty")
+        return batch.rewards.float() if pen is None else batch.rewards.float() + pen
+
+    @property
+    def max_gen_batches(self) -> int:
+        return self.p.max_gen_batches
 
 
 @register
@@ -207,7 +213,7 @@ class RLOO(GRPO):
     Params = ClipParams
 
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
-        batch.extras["advantages"] = A.rloo(batch.rewards.float(), batch.group_ids, batch.loss_mask.float())[0]
+        batch.advantages = A.rloo(self.scores(batch), batch.group_ids, batch.loss_mask.float())[0]
         return batch
 
 
@@ -240,14 +246,14 @@ class ReinforcePP(GRPO):
     def token_rewards(self, batch: Rollouts) -> torch.Tensor:
         r = batch.token_rewards()
         if self.p.kl_reward_coef > 0:
-            r, kl = kl_in_reward(r, batch.rollout_logp, batch.extras["ref_logp"], batch.loss_mask, self.kl_ctl.value,
+            r, kl = kl_in_reward(r, batch.rollout_logp, batch.ref_logp, batch.loss_mask, self.kl_ctl.value,
                                  self.p.kl_reward_type)
             self.prep_metrics = {"actor/kl_in_reward": float(kl), "actor/kl_reward_coef": self.kl_ctl.value}
             self.kl_ctl.update(float(kl), len(batch))
         return r
 
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
-        batch.extras["advantages"] = A.reinforce_pp(self.token_rewards(batch), batch.loss_mask.float(), self.p.gamma)[0]
+        batch.advantages = A.reinforce_pp(self.token_rewards(batch), batch.loss_mask.float(), self.p.gamma)[0]
         return batch
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
@@ -269,8 +275,8 @@ class ReinforcePPBaseline(ReinforcePP):
     formula = "s_i=sum_t r'_t (KL in reward); A=whiten_batch(s_i-mean_G); L=agg(-min(rho*A, clip(rho)*A))"
 
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
-        batch.extras["advantages"] = A.reinforce_pp_baseline(self.token_rewards(batch), batch.group_ids,
-                                                             batch.loss_mask.float())[0]
+        batch.advantages = A.reinforce_pp_baseline(self.token_rewards(batch), batch.group_ids,
+                                                   batch.loss_mask.float())[0]
         return batch
 
 
@@ -291,8 +297,8 @@ class GSPO(GRPO):
     p: GSPOParams
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
-        old = mb.extras.get("old_logp", mb.rollout_logp)
-        pg, m = gspo_loss(out.logp, old, mb.extras["advantages"], mb.loss_mask.to(out.logp.dtype), self.p.clip_low,
+        old = mb.rollout_logp if mb.old_logp is None else mb.old_logp
+        pg, m = gspo_loss(out.logp, old, self.loss_advantages(mb, out), mb.loss_mask.to(out.logp.dtype), self.p.clip_low,
                           self.p.clip_high, agg=self.p.loss_agg, **_agg_kw(norm))
         reg, rm = self.regularisers(mb, out, norm)
         return pg + reg, {"actor/pg_loss": pg.item(), **_item(m), **rm}
@@ -340,7 +346,7 @@ class FlowRL(GRPO):
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
         pooled = pool_prompt(out.hidden[:, :mb.prompt_ids.shape[1]], mb.prompt_mask, self.p.pool_exclude_last)
         logz = out.modules["log_z"](pooled)
-        tb, m = flowrl_loss(logz, out.logp, mb.extras.get("old_logp", mb.rollout_logp), mb.extras["ref_logp"],
+        tb, m = flowrl_loss(logz, out.logp, mb.rollout_logp if mb.old_logp is None else mb.old_logp, mb.ref_logp,
                             mb.loss_mask, mb.extras["rhat"], self.p.beta, self.p.weight_mode, self.p.clip_eps,
                             self.p.cap, num_seqs=norm.num_seqs)
         reg, rm = self.regularisers(mb, out, norm)
@@ -377,38 +383,40 @@ class HPT(DrGRPO):
         if len(rl):  # group statistics over on-policy rows only
             rl = super().prepare(rl, ctx)
         else:
-            rl.extras["advantages"] = torch.zeros_like(rl.loss_mask, dtype=torch.float32)
-        rl.extras["advantages"] = rl.extras["advantages"] * rl_w[inv[keep]].unsqueeze(1)
-        rl.extras.update(is_demo=torch.zeros(len(rl)), sft_w=torch.zeros(len(rl)))
+            rl.advantages = torch.zeros_like(rl.loss_mask, dtype=torch.float32)
+        rl.shaped_advantages = rl.advantages * rl_w[inv[keep]].unsqueeze(1)
+        rl.is_demo, rl.sft_weight = torch.zeros(len(rl)), torch.zeros(len(rl))
         dg = (sft_w > 0).nonzero().flatten()
         if not len(dg):
             return rl
         first = torch.cat([size.new_zeros(1), size.cumsum(0)])[dg]
         demo = ctx.demo_rows([batch.task_index[int(i)] for i in first])
-        fill = {"is_demo": torch.ones(len(demo)), "sft_w": sft_w[dg] * self.p.sft_coef,
-                "response_valid": demo.response_valid}
-        if "ref_logp" in rl.extras:
-            fill["ref_logp"] = ctx.reference(demo)
-        for k, v in rl.extras.items():  # advantages and any other per-row extra are 0 on demos
-            demo.extras[k] = fill.get(k, torch.zeros(demo.response_ids.shape[:v.dim()]))
+        demo.is_demo, demo.sft_weight = torch.ones(len(demo)), sft_w[dg] * self.p.sft_coef
+        if rl.ref_logp is not None:
+            demo.ref_logp = ctx.reference(demo)
+        for k in rl.set_fields():  # advantages and any other per-token field are 0 on demos
+            if getattr(demo, k) is None and k != "valid_mask":
+                setattr(demo, k, torch.zeros(demo.response_ids.shape))
+        for k, v in rl.extras.items():  # so is any recipe-private extra
+            demo.extras[k] = torch.zeros(demo.response_ids.shape[:v.dim()])
         out = concat([rl, demo], ctx.pad_id)  # each demo goes right after its prompt's (kept) rollouts
         return out.select(torch.argsort(torch.cat([2 * inv[keep], 2 * dg + 1]), stable=True))
 
     def row_active(self, batch: Rollouts) -> torch.Tensor:
-        return super().row_active(batch) | (batch.extras["is_demo"] > 0)
+        return super().row_active(batch) | (batch.is_demo > 0)
 
     def loss(self, mb: Rollouts, out: ForwardOut, norm: Norm) -> tuple[torch.Tensor, Metrics]:
-        full, demo = norm.batch if norm.batch is not None else mb, mb.extras["is_demo"] > 0
-        fd, fm = full.extras["is_demo"] > 0, full.loss_mask.float()
+        full, demo = norm.batch if norm.batch is not None else mb, mb.is_demo > 0
+        fd, fm = full.is_demo > 0, full.loss_mask.float()
         rl_rows, mask = float((~fd).sum()), mb.loss_mask.to(out.logp.dtype)
         n_seq = float((fm[~fd].sum(1) > 0).sum())
         if self.p.loss_agg == "seq-mean-token-sum-norm":  # every RL row, or none (the code's sum/T_max)
             n_seq = rl_rows if self.p.divide_by_batch else 1.0
         rl_norm = Norm(num_tokens=float(fm[~fd].sum()), num_seqs=n_seq, loss_scale_factor=norm.loss_scale_factor)
-        pg, m = ppo_clip_loss(out.logp, mb.extras.get("old_logp", mb.rollout_logp), mb.extras["advantages"],
+        pg, m = ppo_clip_loss(out.logp, mb.rollout_logp if mb.old_logp is None else mb.old_logp, self.loss_advantages(mb, out),
                               mask * ~demo[:, None], self.p.clip_low, self.p.clip_high, self.p.clip_c, self.p.loss_agg,
                               **_agg_kw(rl_norm))
-        sft = sft_nll(out.logp * mb.extras["sft_w"][:, None].to(out.logp.dtype), mask * demo[:, None], "token-mean",
+        sft = sft_nll(out.logp * mb.sft_weight[:, None].to(out.logp.dtype), mask * demo[:, None], "token-mean",
                       num_tokens=float(fm[fd].sum()))
         reg, rm = self.regularisers(mb, out, norm)
         return pg + sft + reg, {"actor/pg_loss": pg.item(), "actor/sft_loss": sft.item(), **_item(m), **rm}

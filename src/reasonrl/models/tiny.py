@@ -24,7 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from reasonrl.models.tokenizer import train_tokenizer
 from reasonrl.tasks import Task, generate
 from reasonrl.tasks.templates import render_prompt
-from reasonrl.trainer.sft import SFTExample, run_sft
+from reasonrl.models.sft import SFTExample, run_sft
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ log-probs in training. It feeds ``cat(prompt, response)`` with ``Rollouts.attent
 ``position_ids = cumsum(mask) - 1``, exactly as ``HFEngine`` did token by token, so on-policy
 ratios start at 1 (the pilot's suspected defect was a mismatch here). Gradients are the caller's
 choice: wrap the call in ``torch.no_grad()`` for old/ref log-probs, leave it bare for the loss.
+
+The policy seam: a model that is not a causal LM over ``cat(prompt, response)`` (a VLA's action
+tokens, a recurrent SSM) defines ``sequence_logprobs(batch, temperature=, with_entropy=,
+return_hidden=, micro_batch=)`` itself and this function returns its result unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def sequence_logprobs(
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    own = getattr(model, "sequence_logprobs", None)  # the policy seam (module docstring)
+    if callable(own):
+        return own(rollouts, temperature=temperature, with_entropy=with_entropy, return_hidden=return_hidden,
+                   micro_batch=micro_batch)
     device = next(model.parameters()).device
     ids = rollouts.input_ids().to(device)
     attn = rollouts.attention_mask().to(device=device, dtype=torch.long)
@@ -78,3 +86,4 @@ def sequence_logprobs(
     if return_hidden:
         return logp, entropy, torch.cat(hiddens)
     return logp, entropy
+

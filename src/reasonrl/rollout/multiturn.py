@@ -149,7 +149,7 @@ class InformationMaskEngine(_Wrapper):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             keep = torch.tensor(span_token_mask(ends, tag_spans(text, self.tag)), dtype=mask.dtype)
             mask[i, :n] = mask[i, :n] * keep
-        ro.extras["response_valid"] = valid
+        ro.valid_mask = valid
         ro.loss_mask = mask
         self.last_metrics["rollout/info_masked_frac"] = (before - float(mask.sum())) / max(before, 1.0)
         return ro
@@ -292,6 +292,6 @@ class MultiTurnEngine(_Wrapper):
             prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, loss_mask=loss_mask,
             rollout_logp=rollout_logp, group_ids=group_ids, task_index=row_tasks, response_text=texts,
             truncated=torch.tensor([f == "length" for f in finish], dtype=torch.bool),
-            extras={"response_valid": valid},
+            valid_mask=valid,
             info={"prompt": [prompts[p] for p in prompt_of_row], "finish_reason": finish, "tool_calls": calls,
                   "turn_lengths": turn_lengths, "tool_latency_s": latency})

@@ -10,7 +10,8 @@ thread timing, so a run is reproducible and resumable. ``s = 0`` is the synchron
 
 Weight sync is explicit: after each update the learner publishes a snapshot of its weights (a
 CPU copy, timed, bytes counted); the producer loads the snapshot its next batch needs into its own
-engine (a separate copy of the policy, or the Ray rollout workers). The producer has its own
+rollout stage (built like the trainer's on a separate copy of the policy, or over the Ray rollout
+workers). The producer has its own
 random generator (sampling seeds) and owns the data cursor; its pending batches and generator are
 part of the checkpoint, so resuming reproduces the uninterrupted run.
 """
@@ -25,13 +26,16 @@ import torch
 
 
 class AsyncRollout:
-    def __init__(self, trainer, engine, max_staleness: int, steps: int, seed: int):
-        self.t, self.engine, self.s, self.steps = trainer, engine, max_staleness, steps
+    """``sampler``: the ``BatchSampler`` over the producer's own rollout stage (``trainer/scale.py``);
+    ``start``: the first step whose batch it makes."""
+
+    def __init__(self, sampler, start: int, max_staleness: int, steps: int, seed: int):
+        self.sampler, self.s, self.steps = sampler, max_staleness, steps
         self.rng = torch.Generator().manual_seed(seed)
         self._cond = threading.Condition()
         self._snapshots: dict[int, Any] = {}
         self._ready: dict[int, tuple] = {}
-        self._next_j = trainer.step
+        self._next_j = start
         self._busy = False
         self._stop = False
         self._error: BaseException | None = None
@@ -121,13 +125,13 @@ class AsyncRollout:
                 load_s = 0.0
                 if self._engine_version != need:
                     t0 = time.perf_counter()
-                    self.engine.load_weights(weights)
+                    self.sampler.stage.load_weights(weights)
                     load_s = time.perf_counter() - t0
                     self._engine_version = need
-                batch, tasks, m = self.t.collect(engine=self.engine, rng=self.rng)
-                m["sync/engine_load_s"] = load_s
+                got = self.sampler.collect(self.rng)
+                got.metrics["sync/engine_load_s"] = load_s
                 with self._cond:
-                    self._ready[j] = (batch, tasks, m, need)
+                    self._ready[j] = (got.batch, got.tasks, got.metrics, need)
                     self._next_j = j + 1
                     self._busy = False
                     self._cond.notify_all()

@@ -2,11 +2,14 @@
 
 Imported only when ``distributed.mode=ray`` (the default single-process path never imports Ray).
 
-- :class:`RolloutWorker` wraps an ``HFEngine`` on its own copy of the policy; :class:`RayEngine`
-  implements the ``Engine`` interface over several of them (a step's prompts split contiguously,
-  rows re-numbered so the batch is laid out as one engine would lay it out).
-- :class:`LearnerRank` runs a ``Trainer``'s ``update`` on one rank of a gloo/NCCL process group with
-  DDP or FSDP2 hooks (``trainer/distributed.py``); :class:`LearnerGroup` drives the ranks together.
+- :class:`RolloutWorker` holds the configured engine with its wrappers (``rollout.engine``, tool
+  loop, SSRL masking: ``rollout.factory.make_rollout_engine``, as in a single process) on its own
+  copy of the policy; :class:`RayEngine` implements the ``Engine`` interface over several of them (a
+  step's prompts split contiguously, rows re-numbered so the batch is laid out as one engine would
+  lay it out); the driver puts it into the mode's rollout stage.
+- :class:`LearnerRank` runs a ``Learner``'s ``update`` (``trainer/learner.py``) on one rank of a
+  gloo/NCCL process group with DDP or FSDP2 hooks (``trainer/distributed.py``).
+- Test hooks (``reasonrl._testing``) switched on in the driver are passed to every actor explicitly.
 - Placement (``distributed.placement``): *colocated* puts learner rank i and rollout worker i in one
   placement-group bundle (on GPUs they split the device, ``num_gpus=1/k`` each, and take turns);
   *disaggregated* gives every actor its own bundle, so rollout and learning use disjoint resources.
@@ -27,6 +30,7 @@ import torch
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from reasonrl import _testing
 from reasonrl.batch import Rollouts, concat
 from reasonrl.rollout.engine import Engine
 from reasonrl.rollout.sampling import SamplingParams
@@ -60,37 +64,47 @@ def _stacks(title: str) -> str:
     return local_stacks(title)
 
 
-def _setup_process() -> None:
+def _setup_process(hooks: dict[str, Any]) -> None:
     import faulthandler
 
     from reasonrl.threads import apply_thread_policy
 
     apply_thread_policy(None)
     faulthandler.enable()
+    _testing.enable(**hooks)
 
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, cfg_dict: dict[str, Any], index: int):
-        _setup_process()
+    def __init__(self, cfg_dict: dict[str, Any], index: int, hooks: dict[str, Any]):
+        _setup_process(hooks)
         from reasonrl.config import Config
-        from reasonrl.models.loading import load_policy
-        from reasonrl.rollout.hf_engine import HFEngine
-        from reasonrl.trainer.loop import resolve_model
+        from reasonrl.rollout.factory import make_rollout_engine
+        from reasonrl.trainer.build import load_model
 
         cfg = Config.model_validate(cfg_dict)
-        model, tok = load_policy(resolve_model(cfg.model.path, print), dtype=cfg.model.dtype)
+        model, tok, model_dir = load_model(cfg, print)
         if torch.cuda.is_available():
             model = model.cuda()
         self.index = index
-        self.engine = HFEngine(model, tok, micro_batch=cfg.rollout.micro_batch)
+        self.engine = make_rollout_engine(cfg, model, tok, model_dir=str(model_dir))
 
-    def generate(self, prompts: list[str], params: SamplingParams, task_index: list[int]) -> Rollouts:
-        return self.engine.generate(prompts, params, task_index)
+    def generate(self, prompts: list[str], params: SamplingParams,
+                 task_index: list[int]) -> tuple[Rollouts, dict[str, float]]:
+        ro = self.engine.generate(prompts, params, task_index)
+        return ro, dict(getattr(self.engine, "last_metrics", {}))
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> float:
         self.engine.load_weights(weights)
-        return self.engine.last_load_s
+        return getattr(self.engine, "last_load_s", 0.0)
+
+    def engine_chain(self) -> list[str]:
+        """Class names from the outermost wrapper to the engine (what this worker was configured to run)."""
+        out, e = [], self.engine
+        while e is not None:
+            out.append(type(e).__name__)
+            e = getattr(e, "base", None)
+        return out
 
     def dump_stacks(self) -> str:
         return _stacks(f"rollout worker {self.index}")
@@ -98,10 +112,10 @@ class RolloutWorker:
 
 @ray.remote
 class LearnerRank:
-    def __init__(self, cfg_dict: dict[str, Any], rank: int, world_size: int):
-        _setup_process()
+    def __init__(self, cfg_dict: dict[str, Any], rank: int, world_size: int, hooks: dict[str, Any]):
+        _setup_process(hooks)
         self.cfg_dict, self.rank, self.world_size = cfg_dict, rank, world_size
-        self.trainer = None
+        self.learner = None
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0's address and a free port for the TCP store."""
@@ -111,37 +125,33 @@ class LearnerRank:
             return ip, s.getsockname()[1]
 
     def setup(self, addr: str, port: int, timeout_s: float) -> int:
-        from reasonrl.config import AsyncRolloutConfig, Config, DistributedConfig
+        from reasonrl.config import Config
+        from reasonrl.trainer.build import build_learner
         from reasonrl.trainer.distributed import DataParallelLearner, init_process_group
-        from reasonrl.trainer.loop import Trainer
 
         cfg = Config.model_validate(self.cfg_dict)
         d = cfg.distributed
         init_process_group(d.backend, self.rank, self.world_size, addr, port, timeout_s)
-        # this rank's trainer is a plain single-process one; only its learner hooks change
-        local = cfg.model_copy(update={"distributed": DistributedConfig(), "async_rollout": AsyncRolloutConfig()})
-        tr = Trainer(local, log=lambda *a: None)
+        # this rank's learner is the single-process one (same seed, same initialisation); only its hooks change
+        lr, _ = build_learner(cfg, log=lambda *a: None)
         if d.backend == "nccl":
-            tr.model.cuda()
-            tr.modules.cuda()
-        tr.dist = DataParallelLearner(tr.model, d.strategy)
+            lr.model.cuda()
+            lr.modules.cuda()
+        lr.dist = DataParallelLearner(lr.model, d.strategy)
         if d.strategy == "fsdp2":  # sharding replaced the parameters: rebuild the optimizer over them
-            tr.opt = _rebuild_optimizer(tr.opt, list(tr.model.parameters()) + list(tr.modules.parameters()))
-        self.trainer = tr
+            lr.opt = _rebuild_optimizer(lr.opt, list(lr.model.parameters()) + list(lr.modules.parameters()))
+        self.learner = lr
         return os.getpid()
 
     def update(self, batch: Rollouts, tasks: list, step: int) -> dict[str, float]:
-        from reasonrl.trainer.watchdog import injected_hang
-
-        injected_hang("learner", step)
-        self.trainer.step = step
-        return self.trainer.update(batch, tasks)
+        _testing.injected_hang("learner", step)
+        return self.learner.update(batch, tasks, step)
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        return self.trainer.dist.full_state_dict(self.trainer.model)
+        return self.learner.dist.full_state_dict(self.learner.model)
 
     def full_grads(self) -> dict[str, torch.Tensor]:
-        return self.trainer.dist.full_grads(self.trainer.model)
+        return self.learner.dist.full_grads(self.learner.model)
 
     def dump_stacks(self) -> str:
         return _stacks(f"learner rank {self.rank}")
@@ -186,6 +196,7 @@ class RayEngine(Engine):
         self.weight_version = 0
         self.last_load_s = 0.0
         self.last_load_bytes = 0
+        self.last_metrics: dict[str, float] = {}
 
     @property
     def tokenizer(self) -> Any:
@@ -204,9 +215,14 @@ class RayEngine(Engine):
             p = dataclasses.replace(params, seed=None if params.seed is None else params.seed + i)
             futs.append(self.workers[i].generate.remote(prompts[a:b], p, task_index[a:b]))
             starts.append(a)
-        parts = _get(futs)
+        results = _get(futs)
+        parts = [ro for ro, _ in results]
         for part, a in zip(parts, starts):
             part.group_ids = part.group_ids + a  # worker-local prompt numbers -> the step's
+        # the wrappers' metrics (tool calls, masked fraction), weighted by each worker's rows
+        keys = {k for _, m in results for k in m}
+        self.last_metrics = {k: sum(m.get(k, 0.0) * len(ro) for ro, m in results) / max(sum(map(len, parts)), 1)
+                             for k in keys}
         pad = getattr(self._tok, "pad_token_id", None) or 0
         return concat(parts, pad) if len(parts) > 1 else parts[0]
 
@@ -242,8 +258,9 @@ class RayRoles:
                     "max_concurrency": 2, **res}
 
         t0 = time.perf_counter()
-        self.workers = [RolloutWorker.options(**opts(b, r)).remote(cfg_dict, j) for j, (b, r) in enumerate(wres)]
-        self.learners = [LearnerRank.options(**opts(b, r)).remote(cfg_dict, i, d.learner_ranks)
+        hooks = _testing.active()
+        self.workers = [RolloutWorker.options(**opts(b, r)).remote(cfg_dict, j, hooks) for j, (b, r) in enumerate(wres)]
+        self.learners = [LearnerRank.options(**opts(b, r)).remote(cfg_dict, i, d.learner_ranks, hooks)
                          for i, (b, r) in enumerate(lres)]
         addr, port = ray.get(self.learners[0].rendezvous.remote())
         _get([a.setup.remote(addr, port, max(d.watchdog_s * 2, 300.0)) for a in self.learners])

@@ -2,8 +2,11 @@
 
 The trainer's loop calls ``scale.collect()`` and ``scale.update()`` inside ``scale.guard(step)``;
 with the default configuration these are exactly ``Trainer.collect()`` and ``Trainer.update()``, no
-thread is started and Ray is never imported (``tests/distributed`` checks ``sys.modules``). The
-pieces, each switched on by config (docs/distributed.md):
+thread is started and Ray is never imported (``tests/distributed`` checks ``sys.modules``). Rollout
+is always the configured mode's stage (``reasonrl.modes.make_rollout_stage``): async mode builds
+one on a copy of the policy, Ray mode one over the workers' engines, each composed from
+``rollout.engine`` and the tool/masking wrappers exactly as in a single process. The pieces, each
+switched on by config (docs/distributed.md):
 
 - ``distributed.mode=ray``: rollout workers and learner ranks as Ray actors (``ray_roles.py``);
   after each update the learner's full weights are gathered and pushed to the engines (timed, bytes
@@ -23,8 +26,7 @@ from typing import Any
 
 import torch
 
-from reasonrl.trainer.distributed import LocalLearner
-
+from reasonrl import _testing
 
 class _LockedScorer:
     """The scorer shared by the rollout thread and evaluation: one caller at a time."""
@@ -42,7 +44,9 @@ class _LockedScorer:
 
 class Scale:
     def __init__(self, trainer):
+        from reasonrl.modes import make_rollout_stage
         from reasonrl.trainer import watchdog as wd
+        from reasonrl.trainer.sampler import BatchSampler
 
         self.t = trainer
         c = trainer.cfg
@@ -50,24 +54,28 @@ class Scale:
         self.async_ = None
         self.watchdog = None
         self.versions: list[tuple[int, int]] = []  # (step, policy version of its batch), for staleness checks
-        trainer.dist = LocalLearner(trainer.model)
+        stage = None  # the stage that feeds training when it is not the trainer's own
+        base = trainer.run_parts.scorer
+        if c.async_rollout.enabled:  # the producer thread and evaluation share the scorer: one caller at a time
+            base = _LockedScorer(base)
+            if trainer.stage.scorer is trainer.run_parts.scorer:
+                trainer.stage.scorer = base
         if c.distributed.mode == "ray":
             from reasonrl.trainer.ray_roles import RayRoles
 
             self.roles = RayRoles(c, trainer.tok, log=trainer.log)
+            # each worker composed the configured engine and wrappers itself (make_rollout_engine)
+            stage = make_rollout_stage(c, trainer.model, trainer.tok, base, engine=self.roles.engine)
+        elif c.async_rollout.enabled:  # the producer samples from its own copy of the policy
+            stage = make_rollout_stage(c, copy.deepcopy(trainer.model).eval().requires_grad_(False),
+                                       copy.deepcopy(trainer.tok), base)
+        if stage is not None:
+            trainer.sampler = BatchSampler(stage, trainer.recipe, c, trainer.tok.pad_token_id)
         if c.async_rollout.enabled:
-            if self.roles is not None:
-                engine = self.roles.engine
-            else:
-                from reasonrl.rollout.hf_engine import HFEngine
-
-                engine = HFEngine(copy.deepcopy(trainer.model).eval().requires_grad_(False), copy.deepcopy(trainer.tok),
-                                  micro_batch=c.rollout.micro_batch)
             from reasonrl.trainer.async_rollout import AsyncRollout
 
-            self.async_ = AsyncRollout(trainer, engine, c.async_rollout.max_staleness, c.trainer.steps,
+            self.async_ = AsyncRollout(trainer.sampler, trainer.step, c.async_rollout.max_staleness, c.trainer.steps,
                                        seed=c.run.seed + 104729)
-            trainer.scorer = _LockedScorer(trainer.scorer)
         if c.distributed.watchdog_s:
             self.watchdog = wd.Watchdog(c.distributed.watchdog_s, trainer.run_dir / "hang_stacks.txt",
                                         sources=self.roles.dump_stacks if self.roles else None,
@@ -90,15 +98,11 @@ class Scale:
             m.update({"async/wait_s": time.perf_counter() - t0, "async/policy_version": version,
                       "async/staleness": t.step - version})
             return batch, tasks, m
-        if self.roles is not None:
-            return t.collect(engine=self.roles.engine)
         return t.collect()
 
     def update(self, batch, tasks) -> dict[str, float]:
-        from reasonrl.trainer.watchdog import injected_hang
-
         t = self.t
-        injected_hang("driver", t.step)
+        _testing.injected_hang("driver", t.step)
         m: dict[str, float] = {}
         if self.async_ is not None:
             m.update(self._offpolicy_correction(batch))
@@ -107,7 +111,7 @@ class Scale:
             weights = None
         else:
             m.update(self.roles.update(batch, tasks, t.step))
-            t.opt_steps += t.updates_per_step
+            t.learner.opt_steps += t.learner.updates_per_step
             t0 = time.perf_counter()
             weights = self.roles.state_dict()
             t.model.load_state_dict(weights)
@@ -141,8 +145,7 @@ class Scale:
             self.t.model.train(was)
         old = old.cpu()
         logw, m = truncated_is_log_weights(old, batch.rollout_logp, batch.loss_mask, c.async_rollout.is_cap)
-        batch.extras["old_logp"] = old
-        batch.extras["is_logw"] = logw
+        batch.old_logp, batch.is_logw = old, logw
         return m
 
     # ---------------------------------------------------------------- state

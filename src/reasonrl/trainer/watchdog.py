@@ -31,9 +31,10 @@ class WatchdogTimeout(RuntimeError):
 
 
 def injected_hang(role: str, step: int) -> None:
-    """Test hook: REASONRL_TEST_HANG=<role>:<step> (role driver|learner) sleeps an hour at that step."""
-    if os.environ.get("REASONRL_TEST_HANG", "") == f"{role}:{step}":
-        time.sleep(3600)
+    """Test hook ``hang`` (``reasonrl._testing``): that role sleeps an hour at that step."""
+    from reasonrl import _testing
+
+    _testing.injected_hang(role, step)
 
 
 def local_stacks(title: str = "") -> str:

@@ -63,7 +63,7 @@ def build_tiny_ssm(kind: str, spec: TinySpec | None = None, out_dir: Path | None
     from reasonrl.models.tokenizer import train_tokenizer
     from reasonrl.rewards import Scorer
     from reasonrl.rollout.recurrent_engine import RecurrentEngine
-    from reasonrl.trainer.sft import run_sft
+    from reasonrl.models.sft import run_sft
 
     spec = spec or TinySpec()
     out = Path(out_dir) if out_dir else ssm_model_dir(kind, spec)

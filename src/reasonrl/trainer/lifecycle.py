@@ -1,0 +1,139 @@
+"""A run's life around the loop: start (config, resume, logger, evaluation before RL), evaluation,
+checkpoints (trainer state out and back in), and the end (final evaluation, summary, final policy).
+
+Kept apart from the loop so the loop reads as the data flow, and in one place so run-directory
+handling (locks, overwrite refusal, idempotent final evaluation) has one home. Each function takes
+the ``Trainer`` (``trainer/loop.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonrl import _testing
+from reasonrl.config import dump_config
+
+
+# ---------------------------------------------------------------------------------------------- start
+def start_run(tr) -> tuple[Any, dict[str, Any], list[bool] | None]:
+    """Write the config, resume if asked, open the logger, evaluate before RL (unless a resumed run
+    already logged it). Returns ``(logger, summary so far, per-problem correctness before RL or None)``."""
+    from reasonrl.trainer.logging import RunLogger
+
+    c = tr.cfg
+    tr.run_dir.mkdir(parents=True, exist_ok=True)
+    (tr.run_dir / "config.yaml").write_text(dump_config(c))
+    tr.log(f"run {c.run.name}: starting ({c.trainer.steps} steps, algorithm {c.algorithm['name']}, resume={c.trainer.resume})")
+    if c.trainer.resume:
+        try_resume(tr, required=c.trainer.resume is True)
+    logger = RunLogger(tr.run_dir, tensorboard=c.trainer.tensorboard)
+    logger.truncate_after(tr.step)
+    summary: dict[str, Any] = {}
+    before = [r for r in logger.read_metrics() if r.get("step") == 0 and "eval/pass@1" in r]
+    before_correct = None
+    if before:
+        summary["pass@1_before"] = before[0]["eval/pass@1"]
+    else:
+        ev = evaluate(tr)
+        before_correct = tr.last_eval_correct
+        summary["pass@1_before"] = ev["pass@1"]
+        logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
+        tr.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
+    return logger, summary, before_correct
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate(tr) -> dict[str, float]:
+    """Held-out evaluation with the stage's engine and scorer; never perturbs the training RNG stream."""
+    from reasonrl.eval.runner import evaluate as run_eval
+    from reasonrl.eval.runner import settings_from_config
+
+    st = settings_from_config(tr.cfg)
+    was = tr.model.training
+    rng = torch.get_rng_state()
+    try:
+        out, tr.last_eval_correct = run_eval(tr.engine, tr.scorer, tr.test_tasks, st, return_correct=True)
+        return out
+    finally:
+        torch.set_rng_state(rng)
+        tr.model.train(was)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def trainer_state(tr) -> dict[str, Any]:
+    from reasonrl.trainer.rng import capture_rng
+
+    scale = tr.scale.state_dict()  # first: it quiesces the async producer, which owns the data cursor
+    stage = tr.sampler.stage
+    return {"scale": scale, "step": tr.step, "rl_seconds": tr.rl_seconds, **tr.learner.state_dict(),
+            "stage": stage.state_dict() if hasattr(stage, "state_dict") else None, "rng": capture_rng()}
+
+
+def load_trainer_state(tr, st: dict[str, Any]) -> None:
+    from reasonrl.trainer.rng import restore_rng
+
+    tr.step, tr.rl_seconds = st["step"], st["rl_seconds"]
+    tr.learner.load_state_dict(st)
+    if st.get("stage") is not None:
+        tr.sampler.stage.load_state_dict(st["stage"])
+    if not _testing.get("forget_rng"):
+        restore_rng(st["rng"])
+    tr.scale.load_state_dict(st.get("scale"))
+
+
+def save_checkpoint(tr) -> Path:
+    from reasonrl.trainer.checkpoint import hf_writer, save_checkpoint as save
+
+    files = {"model": hf_writer(tr.model, tr.tok)}
+    delay = _testing.get("save_delay_s", 0.0)
+    if delay:  # widen the save window so SIGKILLs land mid-save
+        files["slow.bin"] = lambda p: (time.sleep(delay), p.write_bytes(b"x"))
+    return save(tr.run_dir / "checkpoints", tr.step, files=files, state=trainer_state(tr),
+                keep_last=tr.cfg.trainer.keep_last)
+
+
+def try_resume(tr, required: bool = True) -> bool:
+    from reasonrl.trainer.checkpoint import find_resume_point
+    from reasonrl.trainer.checkpoint import load_trainer_state as load_state
+
+    ck = find_resume_point(tr.run_dir / "checkpoints", required=required)
+    if ck is None:
+        tr.log(f"resume=auto: no committed checkpoint under {tr.run_dir / 'checkpoints'}; starting fresh")
+        return False
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
+                                                  torch_dtype=next(tr.model.parameters()).dtype)
+    tr.model.load_state_dict(loaded.state_dict())
+    load_trainer_state(tr, load_state(ck))
+    tr.log(f"resumed from {ck} (step {tr.step})")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- end
+def finish_run(tr, logger, summary: dict[str, Any], before_correct: list[bool] | None) -> dict[str, Any]:
+    """Final evaluation, the summary (paired before/after test, throughput, memory), the final policy."""
+    import resource
+
+    from reasonrl.models.loading import save_policy
+
+    ev = evaluate(tr)
+    logger.log({"step": tr.step, **{f"eval/{k}": v for k, v in ev.items()}})
+    if before_correct is not None:  # same problems before and after: a paired test, not two intervals
+        from reasonrl.eval.metrics import paired_comparison
+
+        summary.update(paired_comparison(before_correct, tr.last_eval_correct, "after_vs_before"))
+    rows = [r for r in logger.read_metrics() if "perf/gen_tokens_per_s" in r]
+    for key in ("perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/tokens_per_s"):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        summary[f"mean_{key.split('/')[1]}"] = sum(vals) / len(vals) if vals else None
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary.update({"pass@1_after": ev["pass@1"], "steps": tr.step, "rl_seconds": tr.rl_seconds,
+                    **{f"final/{k}": v for k, v in ev.items()}})
+    save_policy(tr.model, tr.tok, tr.run_dir / "final")
+    logger.close()
+    return summary
