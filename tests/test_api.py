@@ -67,6 +67,17 @@ def test_bad_reward_objects_fail_clearly(tiny_model, tmp_path):
 
     with pytest.raises(RewardFunctionError, match="must accept four positional"):
         reasonrl.reward_function(lambda response: 1.0)
+    from reasonrl.rewards import batch_reward
+
+    assert reasonrl.reward_function(batch_reward(lambda tasks, responses: [0.0] * len(tasks))).is_batch
+    with pytest.raises(RewardFunctionError, match=r"must accept \(tasks, responses\)"):
+        reasonrl.reward_function(batch_reward(lambda tasks: []))
+
+    class Scored:
+        def __call__(self, prompt, response, answer, meta):
+            return 1.0
+
+    assert reasonrl.reward_function(Scored()).path == "python:Scored"
     with pytest.raises(RewardFunctionError, match="not callable"):
         reasonrl.reward_function(3.0)
     cfg = load_config(None, tiny_overrides(tiny_model, tmp_path) + ["trainer.steps=1"])
