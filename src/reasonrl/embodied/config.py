@@ -100,10 +100,13 @@ def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) 
     raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
     for ov in overrides:
         key, eq, val = ov.partition("=")
-        if not eq or "." not in key:
+        if not eq:
             raise ValueError(f"override {ov!r} must look like section.field=value, e.g. train.steps=10")
-        sec, _, fld = key.partition(".")
-        raw.setdefault(sec, {})[fld] = yaml.safe_load(val)
+        sec, dot, fld = key.partition(".")
+        if dot:
+            raw.setdefault(sec, {})[fld] = yaml.safe_load(val)
+        else:
+            raw[key] = yaml.safe_load(val)
     try:
         return VLARunConfig.model_validate(raw)
     except ValidationError as e:

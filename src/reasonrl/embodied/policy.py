@@ -98,8 +98,8 @@ class VLAPolicy(PreTrainedModel):
         self.backbone = GPT2Model(GPT2Config(n_embd=d, n_layer=config.n_layer, n_head=config.n_head, n_positions=128,
                                              vocab_size=1, bos_token_id=None, eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
         self.head = nn.Linear(d, config.n_bins)
-        self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32), persistent=False)
+        self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32))
         self.post_init()
 
     # ------------------------------------------------------------------ language
