@@ -99,6 +99,7 @@ BENCHES = {
     "latentseek": "reasonrl.testtime.run:bench_latentseek",
     "ttrl": "reasonrl.bench_ttrl:bench_ttrl",
     "ssrl": "reasonrl.ssrl:bench_ssrl",
+    "vla": "reasonrl.embodied.bench:run",  # issue 14 (SimpleVLA-RL); moves to reasonrl.bench.vla with the bench package
 }
 
 

@@ -61,9 +61,11 @@ def build_policy(cfg: VLARunConfig, demos: list[Demo] | None = None) -> tuple[VL
     return VLAPolicy(vc), tok
 
 
-def gather_demos(cfg: VLARunConfig, per_task: int) -> list[Demo]:
+def gather_demos(cfg: VLARunConfig, per_task: int, offset: int = 0) -> list[Demo]:
+    """``per_task`` successful expert episodes per task; ``offset`` picks another set of initial states."""
+    base = DEMO_SEED_BASE + 10_000 * offset
     return [d for task in cfg.env.tasks
-            for d in collect_demos(task, per_task, range(DEMO_SEED_BASE, DEMO_SEED_BASE + 50 * per_task),
+            for d in collect_demos(task, per_task, range(base, base + 50 * per_task),
                                    cfg.env.chunk_len, cfg.env.max_steps, cfg.env.image_size)]
 
 
@@ -194,10 +196,33 @@ def evaluate(policy: VLAPolicy, pool: EnvPool, tok: ActionTokenizer, inits: list
     return out, traj
 
 
-def train(cfg: VLARunConfig, log=print) -> dict:
-    """SFT warm start from scripted demonstrations, then ``train.steps`` GRPO steps; writes ``cfg.out``."""
+def rl_loop(policy: VLAPolicy, tok: ActionTokenizer, pool: EnvPool, cfg: VLARunConfig, rng: torch.Generator,
+            log=print) -> list[dict[str, float]]:
+    """``train.steps`` GRPO steps: the rollout stage collects, ``grpo_update`` learns; per-step metrics."""
     from reasonrl.embodied.stage import VLARolloutStage
 
+    stage = VLARolloutStage(policy, pool, tok, cfg)
+    recipe = make_recipe(cfg.algorithm)
+    opt = make_optimizer(policy, cfg.train.lr, cfg)
+    history = []
+    for step in range(cfg.train.steps):
+        col = stage.collect(cfg.rollout.groups_per_step, rng)
+        m = dict(col.metrics)
+        t0 = time.perf_counter()
+        m["train/updates"] = 0
+        if col.batch is not None and len(col.batch):
+            m.update(grpo_update(policy, opt, recipe, col.batch, cfg, step))
+            m["train/updates"] = cfg.train.epochs * cfg.train.mini_batches
+        m["time/learner_s"] = time.perf_counter() - t0
+        m["step"] = step + 1
+        history.append(m)
+        log(f"step {step + 1}: sampled success {m['reward/accuracy']:.3f}, kept groups {m['batch/kept_groups']}, "
+            f"env steps/s {m['perf/env_steps_per_s']:.0f}")
+    return history
+
+
+def train(cfg: VLARunConfig, log=print) -> dict:
+    """SFT warm start from scripted demonstrations, then ``train.steps`` GRPO steps; writes ``cfg.out``."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     demos = gather_demos(cfg, cfg.sft.demos_per_task)
@@ -211,21 +236,7 @@ def train(cfg: VLARunConfig, log=print) -> dict:
         inits = held_out_inits(cfg)
         summary["before"], _ = evaluate(policy, pool, tok, inits)
         log(f"held-out success before RL: {summary['before']}")
-        stage = VLARolloutStage(policy, pool, tok, cfg)
-        recipe = make_recipe(cfg.algorithm)
-        opt = make_optimizer(policy, cfg.train.lr, cfg)
-        history = []
-        for step in range(cfg.train.steps):
-            col = stage.collect(cfg.rollout.groups_per_step, rng)
-            m = dict(col.metrics)
-            t0 = time.perf_counter()
-            if col.batch is not None and len(col.batch):
-                m.update(grpo_update(policy, opt, recipe, col.batch, cfg, step))
-            m["time/learner_s"] = time.perf_counter() - t0
-            m["step"] = step + 1
-            history.append(m)
-            log(f"step {step + 1}: success {m['reward/accuracy']:.3f} kept {m['batch/kept_groups']} "
-                f"env_steps/s {m['perf/env_steps_per_s']:.0f}")
+        history = rl_loop(policy, tok, pool, cfg, rng, log)
         summary["after"], _ = evaluate(policy, pool, tok, inits)
         log(f"held-out success after RL: {summary['after']}")
     summary["history"] = history
