@@ -25,7 +25,7 @@ def test_collect_returns_contiguous_groups_of_trajectories():
     assert len({(t, s) for t, s in zip(b.info["task"][:4], b.info["seed"][:4])}) == 1  # one initial state per group
     assert set(b.rewards.tolist()) <= {0.0, 1.0} and b.rewards.tolist() == [float(c) for c in b.info["correct"]]
     assert torch.equal(b.loss_mask.sum(1) % 4, torch.zeros(12))  # whole env steps of 4 tokens each
-    assert b.extras["vla_state"].shape == (12, 4, 28)
+    assert b.extras["vla_state"].shape == (12, 4, 31)
     assert col.metrics["env/steps"] == int(b.loss_mask.sum()) // 4
 
 

@@ -16,7 +16,7 @@ def _batch(policy, groups=3, n=4, calls=5, seed=0):
     tokens = torch.randint(0, policy.config.n_bins, (e, calls, tpc), generator=g)
     finish = torch.randint(1, calls * policy.config.chunk_len + 1, (e,), generator=g)
     success = torch.rand(e, generator=g) < 0.5
-    traj = Trajectories(inits, tokens, torch.zeros(e, calls, tpc), torch.randn(e, calls, 28, generator=g), None,
+    traj = Trajectories(inits, tokens, torch.zeros(e, calls, tpc), torch.randn(e, calls, 31, generator=g), None,
                         torch.full((e,), calls), finish, success)
     ro = to_rollouts(traj, policy, torch.arange(groups).repeat_interleave(n), calls * policy.config.chunk_len)
     with torch.no_grad():  # pretend an older policy sampled these: ratios != 1 so clipping is exercised

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STATE_DIM = 28  # Fetch observation padded to 25 (Push/PickAndPlace size) + desired goal (3)
+STATE_DIM = 31  # Fetch observation padded to 25 (Push/PickAndPlace size) + desired goal (3) + goal - gripper (3)
 ACTION_DIM = 4  # dx, dy, dz (scaled by 0.05 m inside the env), gripper
 
 
@@ -55,11 +55,14 @@ def require_fetch() -> None:
 
 
 def state_vector(obs: dict) -> np.ndarray:
-    """Fetch dict observation -> fixed-size float32 vector (observation zero-padded to 25, then goal)."""
+    """Fetch dict observation -> fixed-size float32 vector: observation zero-padded to 25, the goal, and
+    the goal relative to the gripper (the usual goal-conditioned feature; the object's position relative
+    to the gripper is already inside Push/PickAndPlace observations)."""
     o = np.asarray(obs["observation"], dtype=np.float32)
     out = np.zeros(STATE_DIM, dtype=np.float32)
     out[: len(o)] = o
     out[25:28] = obs["desired_goal"]
+    out[28:31] = out[25:28] - o[:3]
     return out
 
 

@@ -28,7 +28,7 @@ PAD, UNK = 0, 1
 class VLAConfig(PretrainedConfig):
     model_type = "reasonrl_vla"
 
-    def __init__(self, words: list[str] | None = None, state_dim: int = 28, action_dim: int = 4, chunk_len: int = 4,
+    def __init__(self, words: list[str] | None = None, state_dim: int = 31, action_dim: int = 4, chunk_len: int = 4,
                  n_bins: int = 256, image_size: int = 0, vision_encoder: str | None = None, d_model: int = 64,
                  n_layer: int = 2, n_head: int = 4, state_mean: list[float] | None = None,
                  state_std: list[float] | None = None, action_low: list[float] | None = None,
