@@ -10,9 +10,9 @@ from reasonrl.embodied.envs import EnvPool
 def test_grpo_raises_held_out_reach_success_from_a_weak_one_demo_start():
     """Fixed seed: one demonstration -> weak BC start; GRPO (paper settings) must lift greedy success on
     64 held-out initial states by a margin above the +-0.06 binomial noise of 64 episodes."""
-    cfg = load_vla_config(None, ["env.tasks=[reach]", "env.max_steps=20", "env.n_workers=2", "eval.states_per_task=64",
-                                 "rollout.groups_per_step=8", "rollout.max_rounds=2", "train.steps=10",
-                                 "train.epochs=2", "train.lr=1e-3", "sft.steps=100", "train.seed=0"])
+    from reasonrl.embodied.bench import BENCH_DEFAULTS
+
+    cfg = load_vla_config(None, BENCH_DEFAULTS + ["eval.states_per_task=64", "train.seed=0"])
     demos = T.gather_demos(cfg, 1)
     policy, tok = T.build_policy(cfg, demos)
     T.sft(policy, T.demo_rollouts(demos, policy, tok, 20), cfg.sft.steps, T.make_optimizer(policy, 1e-3, cfg), cfg)

@@ -38,3 +38,17 @@ def test_dynamic_sampling_keeps_only_groups_within_bounds(low, high):
         rate = col.batch.rewards.view(-1, 4).mean(1)
         assert bool(((rate >= low) & (rate <= high)).all())
         assert len(col.batch) == 4 * col.metrics["batch/kept_groups"] <= 12
+
+
+def test_mode_factory_builds_a_working_stage():
+    from reasonrl.embodied.stage import make_vla_stage
+
+    policy, _ = tiny_policy(chunk_len=2)
+    cfg = {"env": {"tasks": ["reach"], "max_steps": 4, "chunk_len": 2, "n_workers": 0},
+           "rollout": {"n": 2, "accuracy_low": 0.0, "accuracy_high": 1.0, "max_rounds": 1}}
+    stage = make_vla_stage(cfg, policy, None, None)  # action tokenizer rebuilt from the policy's config
+    try:
+        col = stage.collect(1, torch.Generator().manual_seed(0))
+    finally:
+        stage.pool.close()
+    assert len(col.batch) == 2 and stage.tok.n_bins == policy.config.n_bins

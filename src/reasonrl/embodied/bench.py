@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (see docs/embodied.md); any config override wins
-    "env.tasks=[reach]", "env.max_steps=20", "env.n_workers=2", "eval.states_per_task=256", "train.steps=12",
-    "rollout.groups_per_step=8", "rollout.max_rounds=2", "train.epochs=2", "train.lr=1e-3", "sft.steps=100",
+    "env.tasks=[reach]", "env.max_steps=20", "env.chunk_len=2", "env.n_workers=2", "eval.states_per_task=256",
+    "train.steps=12", "rollout.groups_per_step=8", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=4",
+    "train.lr=1e-3", "sft.steps=100",
 ]
 
 
