@@ -62,3 +62,29 @@ def test_advantage_is_one_scalar_per_trajectory_on_executed_tokens():
         valid = batch.loss_mask[i].bool()
         assert torch.allclose(adv[i][valid], expect[i].expand(int(valid.sum())), atol=1e-5)
         assert bool((adv[i][~valid] == 0).all())
+
+
+def test_grpo_update_moves_log_probs_toward_successful_trajectories():
+    import copy
+
+    from reasonrl.embodied.config import load_vla_config
+    from reasonrl.embodied.train import grpo_update, make_optimizer
+
+    policy, _ = tiny_policy(chunk_len=2)
+    batch = _batch(policy, groups=3, n=4, seed=1)
+    with torch.no_grad():
+        batch.rollout_logp = policy.sequence_logprobs(batch, temperature=1.6)[0]
+    batch.rewards = torch.tensor([1.0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 1, 0])
+    cfg = load_vla_config(None, ["train.epochs=2", "train.mini_batches=3", "train.micro_batch=2", "train.lr=1e-3"])
+    opt = make_optimizer(policy, cfg.train.lr, cfg)
+
+    def per_token():
+        with torch.no_grad():
+            return policy.sequence_logprobs(batch, temperature=1.6)[0].sum(1) / batch.loss_mask.sum(1)
+
+    before = per_token()
+    m = grpo_update(policy, opt, make_recipe(cfg.algorithm), copy.deepcopy(batch), cfg)
+    d = per_token() - before
+    ok = batch.rewards.bool()
+    assert bool((d[ok] > 0).all()) and bool((d[~ok] < 0).all()), d
+    assert m["batch/active_frac"] == 1.0 and m["actor/grad_norm"] > 0
