@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "text": "reasonrl.modes:text_mode",
     "ttrl": "reasonrl.modes:ttrl_mode",
     "ssrl": "reasonrl.modes:ssrl_mode",
+    "vla": "reasonrl.embodied.stage:make_vla_stage",
 }
 
 

@@ -21,6 +21,7 @@ BENCHES = {
     "ssrl": "reasonrl.bench.ssrl:bench_ssrl",
     "throughput": "reasonrl.bench.throughput:bench_throughput",
     "ttrl": "reasonrl.bench.ttrl:bench_ttrl",
+    "vla": "reasonrl.embodied.bench:run",
 }
 
 

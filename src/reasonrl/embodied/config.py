@@ -1,0 +1,114 @@
+"""Typed configuration of an embodied (VLA) run: ``configs/vla_fetch.yaml``; every field documented once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _S(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvSection(_S):
+    tasks: list[str] = Field(["reach"], description="Fetch tasks trained and evaluated (reach, push, pick_place).")
+    max_steps: int = Field(50, ge=1, description="Environment step limit per episode (Fetch's own limit is 50).")
+    chunk_len: int = Field(4, ge=1, description="Actions per policy call (executed open loop, early stop on success).")
+    image_size: int = Field(0, ge=0, description="Camera image side in pixels fed to the policy (0 = no camera).")
+    n_workers: int = Field(2, ge=0, description="Environment worker processes (0 = step in the learner's process).")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from reasonrl.embodied.envs import TASKS
+
+        bad = [t for t in v if t not in TASKS]
+        if bad or not v:
+            raise ValueError(f"unknown task(s) {bad or v}; valid: {', '.join(TASKS)}")
+        return v
+
+
+class PolicySection(_S):
+    d_model: int = Field(64, ge=8, description="Backbone width.")
+    n_layer: int = Field(2, ge=1, description="Causal transformer layers.")
+    n_head: int = Field(4, ge=1, description="Attention heads.")
+    n_bins: int = Field(256, ge=2, description="Action bins per dimension (tokens per action dimension).")
+    action_norm: Literal["bounds", "q99"] = Field("bounds", description=(
+        "Action normalisation: the action space's bounds, or q01/q99 of the demonstrations (OpenVLA's; with one "
+        "demonstration it cannot express actions the demo never took)."))
+    vision_encoder: str | None = Field(None, description="Path of a transformers vision model (None = small CNN).")
+    path: str | None = Field(None, description="Start from this saved policy instead of a fresh one.")
+
+
+class SFTSection(_S):
+    demos_per_task: int = Field(1, ge=1, description="Scripted-expert demonstrations per task for the warm start.")
+    steps: int = Field(150, ge=0, description="Behaviour-cloning optimizer steps (full batch of demonstrations).")
+    lr: float = Field(1e-3, gt=0, description="Behaviour-cloning learning rate.")
+
+
+class RolloutSection(_S):
+    n: int = Field(8, ge=2, description="Trajectories per initial state (the GRPO group).")
+    groups_per_step: int = Field(8, ge=1, description="Initial states (groups) kept per training step.")
+    temperature: float = Field(1.6, gt=0, description="Rollout sampling temperature (SimpleVLA-RL: 1.6).")
+    accuracy_low: float = Field(0.1, ge=0, le=1, description="Dynamic sampling: drop groups with success rate below.")
+    accuracy_high: float = Field(0.9, ge=0, le=1, description="Dynamic sampling: drop groups with success rate above.")
+    max_rounds: int = Field(4, ge=1, description="Sampling rounds per step to fill the kept groups (then go on short).")
+
+
+class TrainSection(_S):
+    steps: int = Field(20, ge=0, description="GRPO steps (one rollout batch each).")
+    epochs: int = Field(1, ge=1, description="Passes over each batch.")
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per epoch (groups split evenly).")
+    micro_batch: int = Field(0, ge=0, description="Rows per forward/backward slice (0 = whole mini-batch).")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (constant).")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas (the text trainer's default).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
+    seed: int = Field(0, description="Seed of the policy init, demonstrations' order and rollout sampling.")
+
+
+class EvalSection(_S):
+    states_per_task: int = Field(128, ge=1, description="Fixed held-out initial states per task (greedy decoding).")
+    seed_base: int = Field(1_000_000_000, description="Held-out seeds are seed_base + i; training seeds stay below it.")
+
+
+class VLARunConfig(_S):
+    env: EnvSection = EnvSection()
+    policy: PolicySection = PolicySection()
+    sft: SFTSection = SFTSection()
+    rollout: RolloutSection = RolloutSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28,
+                                                               "loss_agg": "token-mean"},
+                                      description="Recipe and its parameters (any registered GRPO-family recipe).")
+    out: str = Field("runs/vla", description="Output directory.")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from reasonrl.algorithms.recipes import validate_algorithm_params
+
+        return validate_algorithm_params(v)
+
+
+def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> VLARunConfig:
+    """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
+    raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+    for ov in overrides:
+        key, eq, val = ov.partition("=")
+        if not eq:
+            raise ValueError(f"override {ov!r} must look like section.field=value, e.g. train.steps=10")
+        sec, dot, fld = key.partition(".")
+        if dot:
+            raw.setdefault(sec, {})[fld] = yaml.safe_load(val)
+        else:
+            raw[key] = yaml.safe_load(val)
+    try:
+        return VLARunConfig.model_validate(raw)
+    except ValidationError as e:
+        msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ValueError(f"invalid VLA config {path or '(defaults)'}: {msg}") from None

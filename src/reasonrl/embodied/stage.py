@@ -1,0 +1,89 @@
+"""The embodied rollout stage: ``collect(n_groups, rng) -> Collected`` over Fetch environments.
+
+Plugs into the trainer through the rollout-stage seam (no branch in the trainer loop): each group is
+``rollout.n`` trajectories from one stored initial state, dynamic sampling keeps groups whose success
+rate lies in ``[accuracy_low, accuracy_high]`` and samples new initial states until ``n_groups``
+groups are kept or ``max_rounds`` rounds ran (then it returns what it has and says so in metrics).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from reasonrl.batch import Rollouts, concat
+from reasonrl.embodied.actions import ActionTokenizer
+from reasonrl.embodied.config import VLARunConfig
+from reasonrl.embodied.envs import EnvPool
+from reasonrl.embodied.rollout import run_episodes, success_rate_filter, to_rollouts
+
+from reasonrl.rollout.stage import Collected
+
+
+class VLARolloutStage:
+    def __init__(self, policy, pool: EnvPool, tokenizer: ActionTokenizer, cfg: VLARunConfig):
+        self.policy, self.pool, self.tok, self.cfg = policy, pool, tokenizer, cfg
+
+    def load_weights(self, model) -> None:
+        self.policy = model
+
+    def sample_inits(self, n_groups: int, rng: torch.Generator | None) -> list[tuple[str, int]]:
+        """Training initial states: a random task and a seed below the held-out range, per group."""
+        tasks = self.cfg.env.tasks
+        t = torch.randint(0, len(tasks), (n_groups,), generator=rng).tolist()
+        s = torch.randint(0, self.cfg.eval.seed_base, (n_groups,), generator=rng).tolist()
+        return [(tasks[i], int(seed)) for i, seed in zip(t, s)]
+
+    def collect(self, n_groups: int, rng: torch.Generator | None = None) -> Collected:
+        r = self.cfg.rollout
+        kept: list[Rollouts] = []
+        tasks: list[dict] = []
+        have, rounds = 0, 0
+        stats = {"success": [], "zero_var": 0.0, "groups": 0, "env_steps": 0}
+        timing = {"env_wall_s": 0.0, "env_step_s": 0.0, "render_s": 0.0, "policy_s": 0.0}
+        t0 = time.perf_counter()
+        while have < n_groups and rounds < r.max_rounds:
+            rounds += 1
+            inits = self.sample_inits(n_groups, rng)
+            episodes = [init for init in inits for _ in range(r.n)]
+            traj = run_episodes(self.policy, self.pool, episodes, self.tok, temperature=r.temperature, generator=rng)
+            gids = torch.arange(len(tasks), len(tasks) + n_groups).repeat_interleave(r.n)
+            ro = to_rollouts(traj, self.policy, gids, self.pool.max_steps)
+            stats["success"] += traj.success.float().tolist()
+            rate = traj.success.float().view(n_groups, r.n).mean(1)
+            stats["zero_var"] += float(((rate == 0) | (rate == 1)).sum())
+            stats["groups"] += n_groups
+            stats["env_steps"] += traj.env_steps
+            for k in timing:
+                timing[k] += traj.timing[k]
+            tasks.extend({"task": t, "seed": s} for t, s in inits)
+            ro = ro.select(success_rate_filter(ro.rewards, ro.group_ids, r.accuracy_low, r.accuracy_high))
+            room = (n_groups - have) * r.n
+            ro = ro.select(list(range(min(len(ro), room))))
+            have += len(ro) // r.n
+            kept.append(ro)
+        batch = concat(kept, 0) if kept else None
+        wall = time.perf_counter() - t0
+        metrics = {"reward/accuracy": sum(stats["success"]) / max(1, len(stats["success"])),
+                   "batch/zero_var_frac": stats["zero_var"] / max(1, stats["groups"]), "batch/gen_rounds": rounds,
+                   "batch/kept_groups": have, "env/steps": stats["env_steps"],
+                   "perf/env_steps_per_s": stats["env_steps"] / max(wall, 1e-9),
+                   "time/rollout_s": wall, **{f"time/{k}": v for k, v in timing.items()}}
+        return Collected(batch=batch, tasks=tasks, metrics=metrics)
+
+
+def make_vla_stage(cfg, model, tokenizer, scorer) -> VLARolloutStage:
+    """Mode factory ``(cfg, model, tokenizer, scorer) -> RolloutStage`` for the trainer's mode registry.
+
+    ``cfg.embodied`` (or ``cfg`` itself) is a ``VLARunConfig``; ``tokenizer`` is the action tokenizer
+    (the policy carries its instruction vocabulary); the environment's success flag is the scorer.
+    """
+    run_cfg = getattr(cfg, "embodied", cfg)
+    if not isinstance(run_cfg, VLARunConfig):
+        run_cfg = VLARunConfig.model_validate(run_cfg)
+    if not isinstance(tokenizer, ActionTokenizer):
+        c = model.config
+        tokenizer = ActionTokenizer(c.action_low, c.action_high, c.n_bins)
+    pool = EnvPool(run_cfg.env.n_workers, run_cfg.env.image_size, run_cfg.env.max_steps)
+    return VLARolloutStage(model, pool, tokenizer, run_cfg)
