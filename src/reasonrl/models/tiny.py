@@ -56,9 +56,17 @@ class TinySpec:
     eval_every: int = 100
     max_new_tokens: int = 64
     seed: int = 0
+    slip_rate: float = 0.0  # arith only: demonstrations from an imperfect teacher (tasks.builtin.slipped_arith_solution)
+
+    def __post_init__(self):
+        if self.slip_rate and self.family != "arith":
+            raise ValueError(f"slip_rate applies to the arith family only, got family {self.family!r}")
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "code": build_inputs_digest()}, sort_keys=True)
+        fields = asdict(self)
+        if not self.slip_rate:  # specs without slips hash the same fields as before the field existed
+            fields.pop("slip_rate")
+        blob = json.dumps({**fields, "code": build_inputs_digest()}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -110,8 +118,16 @@ def _pool_and_validation(spec: TinySpec) -> list[Task]:
 
 
 def demo_pool(spec: TinySpec) -> list[Task]:
-    """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream."""
-    return _pool_and_validation(spec)[: spec.demos]
+    """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream,
+    with solutions from an imperfect teacher when ``spec.slip_rate`` > 0 (answers stay the true ones)."""
+    pool = _pool_and_validation(spec)[: spec.demos]
+    if not spec.slip_rate:
+        return pool
+    from dataclasses import replace
+
+    from reasonrl.tasks.builtin import slipped_arith_solution
+
+    return [replace(t, solution=slipped_arith_solution(t.prompt, spec.slip_rate, t.uid)) for t in pool]
 
 
 def validation_tasks(spec: TinySpec) -> list[Task]:

@@ -111,6 +111,9 @@ class Trainer:
         from reasonrl.eval.runner import heldout_tasks
 
         self.test_tasks = heldout_tasks(cfg)
+        from reasonrl.eval.probe import Probe  # fixed probe sets during training (eval/probe.py); off by default
+
+        self.probe = Probe(cfg, self.scorer) if cfg.eval.probe_every else None
         if any(t.verifier == "code" for t in self.test_tasks):
             self.scorer.executor  # start the sandbox now: no bubblewrap -> fail before any work, with the fix
         self._load_tasks = load_tasks
@@ -435,7 +438,8 @@ class Trainer:
             ev = self.evaluate()
             before_correct = self.last_eval_correct
             summary["pass@1_before"] = ev["pass@1"]
-            logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
+            logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()},
+                        **(self.probe(self.engine, self.model, 0) if self.probe else {})})
             self.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
         with logger.progress(total=c.trainer.steps, start=self.step, enabled=c.trainer.progress) as bar:
             while self.step < c.trainer.steps:
@@ -453,13 +457,16 @@ class Trainer:
                 m["perf/tokens_per_s"] = float(batch.response_valid.sum()) / m["time/step_s"]
                 if c.trainer.eval_every and self.step % c.trainer.eval_every == 0 and self.step < c.trainer.steps:
                     m.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+                if self.probe and self.probe.due(self.step):
+                    m.update(self.probe(self.engine, self.model, self.step))
                 logger.log(m)
                 logger.samples(self.step, batch, tasks, c.trainer.log_samples)
                 bar.update(self.step, m)
                 if c.trainer.save_every and self.step % c.trainer.save_every == 0:
                     self.save_checkpoint()
         ev = self.evaluate()
-        logger.log({"step": self.step, **{f"eval/{k}": v for k, v in ev.items()}})
+        logger.log({"step": self.step, **{f"eval/{k}": v for k, v in ev.items()},
+                    **(self.probe(self.engine, self.model, self.step) if self.probe and not self.probe.due(self.step) else {})})
         if before_correct is not None:  # same problems before and after: a paired test, not two intervals
             from reasonrl.eval.metrics import paired_comparison
 
