@@ -151,9 +151,10 @@ class EvalConfig(_Section):
 
 
 class DemoConfig(_Section):
-    control: bool = Field(True, description="Run the equal-wall-clock SFT control arm (same start, same demonstrations).")
+    control: bool = Field(True, description="Run the equal-compute SFT control arm (same start, same demonstrations; see control_steps).")
     control_lr: float = Field(1e-4, gt=0, description="Control arm SFT learning rate (constant after a 20-step warm-up); 1e-4 is where the built-in model's SFT schedule ends.")
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
+    control_steps: int = Field(0, ge=0, description="Control arm SFT steps (0 = as many trained sequences as the RL arm: ceil(RL steps x prompts_per_step x rollout.n / control_batch)). Step-bounded, never wall-clock, so machine load cannot change the result.")
 
 
 class DistributedConfig(_Section):

@@ -92,14 +92,24 @@ def build_inputs_digest() -> str:
     return h.hexdigest()[:12]
 
 
+# Variants that are not a family: ``builtin:tiny-<name>``.
+NAMED_VARIANTS: dict[str, dict] = {
+    # the demo's start: the default recipe, but its demonstrations come from an imperfect teacher who forgets
+    # half of the carries and borrows (tasks.builtin.slipped_arith_solution)
+    "imperfect": {"slip_rate": 0.5},
+}
+
+
 def variant_spec(family: str) -> TinySpec:
     """The spec of ``builtin:tiny-<family>``: the default recipe SFT'd on ``family`` with that family's own
     build settings (``FamilySpec.tiny_model``)."""
     from reasonrl.tasks import FAMILIES
 
+    if family in NAMED_VARIANTS:
+        return TinySpec(**NAMED_VARIANTS[family])
     if family not in FAMILIES:
         raise ValueError(f"model.path 'builtin:tiny-{family}': no built-in family {family!r}; valid: "
-                         f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
+                         f"{', '.join('builtin:tiny-' + f for f in [*FAMILIES, *NAMED_VARIANTS])}")
     return TinySpec(family=family, **FAMILIES[family].tiny_model)
 
 
