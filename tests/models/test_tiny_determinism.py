@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import reasonrl
-from reasonrl.models.tiny import TinySpec, build_default_model, build_inputs_digest
+from reasonrl.models.tiny import TinySpec, build_default_model
 
 SPEC = TinySpec(demos=64, sft_steps=8, hidden=64, layers=1, heads=2, ffn=128, val_size=4, eval_every=4, sft_batch=16)
 SRC = str(Path(reasonrl.__file__).resolve().parent.parent)
@@ -54,9 +54,14 @@ def test_build_ignores_the_callers_thread_and_kernel_environment(tmp_path):
 
 
 def test_cache_key_covers_generator_and_build_code(monkeypatch):
+    """Editing a task generator (or the build's env) gives a new key, so a stale cached model is never reused."""
     import reasonrl.models.tiny as tiny
 
     key = SPEC.key()
-    monkeypatch.setattr(tiny, "build_inputs_digest", lambda: "changed-source")
+    orig = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: orig(self) + (b"\n# edited" if self.name == "builtin.py" else b""))
     assert SPEC.key() != key
-    assert len(build_inputs_digest()) >= 8
+    monkeypatch.undo()
+    assert SPEC.key() == key
+    monkeypatch.setitem(tiny.BUILD_ENV, "OMP_NUM_THREADS", "2")
+    assert SPEC.key() != key

@@ -70,10 +70,13 @@ class TinySpec:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-# Source files whose code decides the built weights: the task generators (the demonstrations and the
-# validation slice), prompt templates, the tokenizer trainer, SFT and this builder.
+# Source whose code decides the built weights: the task generators (demonstrations and the validation
+# slice), prompt templates, the tokenizer trainer and SFT (whole files), and this module's build functions
+# (by source, so editing e.g. the variant table below does not invalidate every cached model).
 _BUILD_SOURCES = ("tasks/builtin.py", "tasks/code.py", "tasks/knowledge.py", "tasks/templates.py", "tasks/base.py",
-                  "models/tiny.py", "models/tokenizer.py", "trainer/sft.py")
+                  "models/tokenizer.py", "trainer/sft.py")
+_BUILD_FUNCS = ("TinySpec", "_pool_and_validation", "demo_pool", "sft_examples", "_tokenizer_corpus", "build_model",
+                "_build")
 
 # Environment of the build process: one thread and fixed kernel code paths, so the weights do not depend on
 # the machine's core count, load or CPU generation (any x86-64 CPU with AVX2).
@@ -83,12 +86,17 @@ BUILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "FAL
 
 
 def build_inputs_digest() -> str:
-    """sha1 of the source files that determine the built weights (part of every cache key)."""
+    """sha1 of the code that determines the built weights and of ``BUILD_ENV`` (part of every cache key)."""
+    import inspect
+
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha1()
+    h = hashlib.sha1(json.dumps(BUILD_ENV, sort_keys=True).encode())
     for rel in _BUILD_SOURCES:
         h.update(rel.encode())
         h.update((root / rel).read_bytes())
+    mod = sys.modules[__name__]
+    for name in _BUILD_FUNCS:
+        h.update(inspect.getsource(getattr(mod, name)).encode())
     return h.hexdigest()[:12]
 
 
