@@ -147,12 +147,18 @@ class EvalConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for pass@k / maj@k.")
     max_new_tokens: int = Field(0, ge=0, description="Response limit for eval (0 = rollout.max_new_tokens).")
     sampled: bool = Field(True, description="Also compute sampled pass@k / maj@k (greedy pass@1 is always computed).")
+    probe_every: int = Field(0, ge=0, description="Evaluate the fixed probe sets (eval/probe.py: greedy + probe_samples samples per problem at the rollout temperature) every N steps, at step 0 and at the end; per-problem results in probe.jsonl (0 = off).")
+    probe_heldout: int = Field(200, ge=0, description="Probe set 1: the first N held-out problems.")
+    probe_train: int = Field(100, ge=0, description="Probe set 2: N training-split problems from a stream the trainer never draws from.")
+    probe_samples: int = Field(8, ge=0, description="Sampled responses per probe problem (0 = greedy only).")
+    save_responses: bool = Field(True, description="Write every evaluation's greedy responses (prompt, gold, response, extracted answer, verdict) to eval_responses.jsonl in the run directory (the last evaluation wins).")
 
 
 class DemoConfig(_Section):
-    control: bool = Field(True, description="Run the equal-wall-clock SFT control arm (same start, same demonstrations).")
+    control: bool = Field(True, description="Run the equal-compute SFT control arm (same start, same demonstrations; see control_steps).")
     control_lr: float = Field(1e-4, gt=0, description="Control arm SFT learning rate (constant after a 20-step warm-up); 1e-4 is where the built-in model's SFT schedule ends.")
     control_batch: int = Field(64, ge=1, description="Control arm SFT batch size (sequences).")
+    control_steps: int = Field(0, ge=0, description="Control arm SFT steps (0 = as many trained sequences as the RL arm: ceil(RL steps x prompts_per_step x rollout.n / control_batch)). Step-bounded, never wall-clock, so machine load cannot change the result.")
 
 
 class DistributedConfig(_Section):

@@ -33,3 +33,17 @@ def test_tokenizer_keeps_digits_single_and_round_trips():
     assert tok.decode(ids) == text
     pieces = tok.convert_ids_to_tokens(ids)
     assert all(len(p) == 1 for p in pieces if any(ch.isdigit() for ch in p))
+
+
+def test_slip_rate_changes_demo_solutions_not_answers_and_the_key():
+    import dataclasses
+
+    import pytest
+
+    slipped = dataclasses.replace(SPEC, slip_rate=0.5)
+    assert slipped.key() != SPEC.key()
+    clean, dirty = demo_pool(SPEC), demo_pool(slipped)
+    assert [t.answer for t in clean] == [t.answer for t in dirty]
+    assert 0 < sum(a.solution != b.solution for a, b in zip(clean, dirty)) < len(clean)
+    with pytest.raises(ValueError, match="arith family only"):
+        TinySpec(family="linear", slip_rate=0.5)

@@ -154,3 +154,22 @@ def test_exhausted_unique_space_fails_instead_of_looping():
     # one +-* operation on numbers < 100: only ~1.5k test problems exist
     with pytest.raises(ValueError, match="unique"):
         generate("arith", 5000, split="test", difficulty=1)
+
+
+def test_slipped_solution_forgets_carries_and_borrows_and_the_answer_follows():
+    from reasonrl.tasks.builtin import slipped_arith_solution
+
+    # rate 1: every carry (18+25) and borrow (43-7) is forgotten; multiplication is never touched
+    assert slipped_arith_solution("Compute 18+25-7*2.", 1.0, "k") == "18+25=33. 33-7=36. 36*2=72. \\boxed{72}"
+    assert slipped_arith_solution("Compute 18+25-7*2.", 0.0, "k") == "18+25=43. 43-7=36. 36*2=72. \\boxed{72}"
+    # no carry, no borrow: always right
+    assert slipped_arith_solution("Compute 12+13-4.", 1.0, "k") == "12+13=25. 25-4=21. \\boxed{21}"
+    # the same key gives the same slips; rate 0.5 slips on roughly half of the eligible steps
+    from reasonrl.tasks import generate
+
+    tasks = generate("arith", 300, seed=3)
+    sols = [slipped_arith_solution(t.prompt, 0.5, t.uid) for t in tasks]
+    assert sols == [slipped_arith_solution(t.prompt, 0.5, t.uid) for t in tasks]
+    assert all(s == t.solution for s, t in zip([slipped_arith_solution(t.prompt, 0.0, t.uid) for t in tasks], tasks))
+    wrong = sum(not s.endswith("{" + t.answer + "}") for s, t in zip(sols, tasks)) / len(tasks)
+    assert 0.2 < wrong < 0.5

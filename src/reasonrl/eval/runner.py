@@ -25,6 +25,7 @@ class EvalSettings:
     seed: int = 1234
     stop: tuple[str, ...] = ()
     maj_ks: tuple[int, ...] = ()  # extra maj@m (m <= k) from the first m samples, e.g. maj@16 out of 64
+    save_path: str | None = None  # JSONL of every greedy response (prompt, gold, response, extracted, correct)
 
 
 def heldout_tasks(cfg) -> list[Task]:
@@ -42,7 +43,8 @@ def settings_from_config(cfg) -> EvalSettings:
     return EvalSettings(template=cfg.model.template,
                         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens, k=cfg.eval.k,
                         temperature=cfg.eval.temperature, sampled=cfg.eval.sampled, stop=tuple(cfg.rollout.stop),
-                        seed=cfg.run.seed + 777)
+                        seed=cfg.run.seed + 777,
+                        save_path=str(cfg.run_dir / "eval_responses.jsonl") if cfg.eval.save_responses else None)
 
 
 def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings, *, return_correct: bool = False):
@@ -65,7 +67,11 @@ def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings, *, retur
         "pass@1_ci_high": hi,
         "greedy_length": float(greedy.response_lengths.float().mean()),
         "n_problems": float(len(tasks)),
+        # no extractable answer (no \\boxed{}, truncated...): tells "cannot format" from "wrong maths"
+        "no_answer": sum(e is None for e in res.extracted) / len(tasks),
     }
+    if settings.save_path:
+        _save_responses(settings.save_path, tasks, prompts, greedy.response_text, res)
     if settings.sampled and settings.k > 1:
         k = settings.k
         samp = engine.generate(prompts, SamplingParams(n=k, temperature=settings.temperature,
@@ -87,5 +93,20 @@ def evaluate(engine, scorer, tasks: list[Task], settings: EvalSettings, *, retur
             if m <= k:
                 out[f"maj@{m}"] = maj_at_k(answers, correct, m)
         out["distinct_correct"] = distinct_correct(texts, correct)
+        out["no_answer_sampled"] = sum(e is None for e in sres.extracted) / len(sres.extracted)
     out["seconds"] = time.perf_counter() - t0
     return (out, list(res.correct)) if return_correct else out
+
+
+def _save_responses(path: str, tasks: list[Task], prompts: list[str], responses: list[str], res) -> None:
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w") as f:
+        for t, pr, r, e, c in zip(tasks, prompts, responses, res.extracted, res.correct):
+            f.write(json.dumps({"uid": t.uid, "prompt": pr, "answer": t.answer, "response": r, "extracted": e,
+                                "correct": bool(c)}) + "\n")
+    tmp.replace(p)

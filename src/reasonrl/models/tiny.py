@@ -5,6 +5,13 @@ Built once per spec and cached in Hugging Face format; every later run loads it 
 demonstrations (the demo's premise: demonstrations are scarce, verifiable prompts are plentiful) and
 keeps the checkpoint with the best greedy pass@1 on a validation slice of the training stream (never
 the test split).
+
+The build must give the same weights on every machine: 1,400 SFT steps through a phase transition amplify
+any rounding difference into a different model (one outside build reached validation pass@1 0.435 where
+ours reached 0.68). So the build is step-bounded (never wall-clock), runs in a child process with one
+thread, deterministic algorithms and the AVX2 code paths of MKL (``MKL_CBWR``) and ATen
+(``ATEN_CPU_CAPABILITY``) pinned, which none of the caller's thread settings or machine load can change, and
+the cache key hashes the source of the generators and the build code as well as the spec.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,9 +56,56 @@ class TinySpec:
     eval_every: int = 100
     max_new_tokens: int = 64
     seed: int = 0
+    slip_rate: float = 0.0  # arith only: demonstrations from an imperfect teacher (tasks.builtin.slipped_arith_solution)
+
+    def __post_init__(self):
+        if self.slip_rate and self.family != "arith":
+            raise ValueError(f"slip_rate applies to the arith family only, got family {self.family!r}")
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = asdict(self)
+        if not self.slip_rate:  # specs without slips hash the same fields as before the field existed
+            fields.pop("slip_rate")
+        blob = json.dumps({**fields, "code": build_inputs_digest()}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+# Source whose code decides the built weights: the task generators (demonstrations and the validation
+# slice), prompt templates, the tokenizer trainer and SFT (whole files), and this module's build functions
+# (by source, so editing e.g. the variant table below does not invalidate every cached model).
+_BUILD_SOURCES = ("tasks/builtin.py", "tasks/code.py", "tasks/knowledge.py", "tasks/templates.py", "tasks/base.py",
+                  "models/tokenizer.py", "models/sft.py")
+_BUILD_FUNCS = ("TinySpec", "_pool_and_validation", "demo_pool", "sft_examples", "_tokenizer_corpus", "build_model",
+                "_build")
+
+# Environment of the build process: one thread and fixed kernel code paths, so the weights do not depend on
+# the machine's core count, load or CPU generation (any x86-64 CPU with AVX2).
+BUILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "FALSE", "MKL_CBWR": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2", "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false",
+             "PYTHONHASHSEED": "0", "REASONRL_THREADS": "1"}
+
+
+def build_inputs_digest() -> str:
+    """sha1 of the code that determines the built weights and of ``BUILD_ENV`` (part of every cache key)."""
+    import inspect
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha1(json.dumps(BUILD_ENV, sort_keys=True).encode())
+    for rel in _BUILD_SOURCES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    mod = sys.modules[__name__]
+    for name in _BUILD_FUNCS:
+        h.update(inspect.getsource(getattr(mod, name)).encode())
+    return h.hexdigest()[:12]
+
+
+# Variants that are not a family: ``builtin:tiny-<name>``.
+NAMED_VARIANTS: dict[str, dict] = {
+    # the demo's start: the default recipe, but its demonstrations come from an imperfect teacher who forgets
+    # half of the carries and borrows (tasks.builtin.slipped_arith_solution)
+    "imperfect": {"slip_rate": 0.5},
+}
 
 
 def variant_spec(family: str) -> TinySpec:
@@ -57,9 +113,11 @@ def variant_spec(family: str) -> TinySpec:
     build settings (``FamilySpec.tiny_model``)."""
     from reasonrl.tasks import FAMILIES
 
+    if family in NAMED_VARIANTS:
+        return TinySpec(**NAMED_VARIANTS[family])
     if family not in FAMILIES:
         raise ValueError(f"model.path 'builtin:tiny-{family}': no built-in family {family!r}; valid: "
-                         f"{', '.join('builtin:tiny-' + f for f in FAMILIES)}")
+                         f"{', '.join('builtin:tiny-' + f for f in [*FAMILIES, *NAMED_VARIANTS])}")
     return TinySpec(family=family, **FAMILIES[family].tiny_model)
 
 
@@ -78,8 +136,16 @@ def _pool_and_validation(spec: TinySpec) -> list[Task]:
 
 
 def demo_pool(spec: TinySpec) -> list[Task]:
-    """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream."""
-    return _pool_and_validation(spec)[: spec.demos]
+    """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream,
+    with solutions from an imperfect teacher when ``spec.slip_rate`` > 0 (answers stay the true ones)."""
+    pool = _pool_and_validation(spec)[: spec.demos]
+    if not spec.slip_rate:
+        return pool
+    from dataclasses import replace
+
+    from reasonrl.tasks.builtin import slipped_arith_solution
+
+    return [replace(t, solution=slipped_arith_solution(t.prompt, spec.slip_rate, t.uid)) for t in pool]
 
 
 def validation_tasks(spec: TinySpec) -> list[Task]:
@@ -117,15 +183,38 @@ def build_model(spec: TinySpec, tokenizer) -> LlamaForCausalLM:
 
 def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = None, *, force: bool = False,
                         log=print) -> Path:
-    """Build (or reuse) the default model; returns its HF directory."""
-    from reasonrl.eval.runner import EvalSettings, evaluate
-    from reasonrl.rewards import Scorer
-    from reasonrl.rollout.hf_engine import HFEngine
+    """Build (or reuse) the default model; returns its HF directory.
 
+    The build runs in a child process with ``BUILD_ENV`` (fixed threads and kernels), so the caller's
+    thread settings are untouched and two builds of one spec are byte-identical on any machine."""
     spec = spec or TinySpec()
     out = Path(out_dir) if out_dir else default_model_dir(spec)
     if (out / "reasonrl_build.json").exists() and not force:
         return out
+    pkg_parent = str(Path(__file__).resolve().parent.parent.parent)
+    env = {**os.environ, **BUILD_ENV,
+           "PYTHONPATH": os.pathsep.join([pkg_parent, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, "-m", "reasonrl.models.tiny", json.dumps(asdict(spec)), str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if not line.startswith("Writing model shards"):
+            log(line.rstrip())
+    if proc.wait() != 0 or not (out / "reasonrl_build.json").exists():
+        tail = "\n".join(lines[-20:])
+        raise RuntimeError(f"building the tiny model {out.name} failed (exit {proc.returncode}):\n{tail}")
+    return out
+
+
+def _build(spec: TinySpec, out: Path, log=print) -> Path:
+    """The build itself, in the process ``build_default_model`` starts with ``BUILD_ENV``."""
+    from reasonrl.eval.runner import EvalSettings, evaluate
+    from reasonrl.rewards import Scorer
+    from reasonrl.rollout.hf_engine import HFEngine
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     log(f"building the default model {out.name} (tokenizer + {spec.layers}x{spec.hidden} Llama, "
         f"SFT {spec.sft_steps} steps on {spec.demos} demonstrations, a few minutes); cached for later runs")
@@ -157,7 +246,9 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    meta = {"spec": asdict(spec), "params": n_params, "sft_steps": res.steps, "sft_seconds": res.seconds,
+    weights = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
+    meta = {"spec": asdict(spec), "code": build_inputs_digest(), "weights_sha256": weights,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "params": n_params, "sft_steps": res.steps, "sft_seconds": res.seconds,
             "best_step": best["step"], "val_pass@1": best["score"], "build_seconds": time.perf_counter() - t0,
             "evals": [(s, v) for s, v, _ in res.evals]}
     (tmp / "reasonrl_build.json").write_text(json.dumps(meta, indent=1))
@@ -167,3 +258,7 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
     log(f"built {out} in {meta['build_seconds']:.0f}s: {n_params/1e6:.2f}M params, best val pass@1 "
         f"{best['score']:.3f} at SFT step {best['step']}")
     return out
+
+
+if __name__ == "__main__":  # the isolated build process (see build_default_model)
+    _build(TinySpec(**json.loads(sys.argv[1])), Path(sys.argv[2]), log=lambda m: print(m, flush=True))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -116,6 +117,37 @@ def _make_arith(rng: random.Random, k: int) -> _Problem:
         verifier="math",
         extra={"ops": k, "instruction": ARITH_RULE},
     )
+
+
+def slipped_arith_solution(prompt: str, rate: float, key: str) -> str:
+    """The worked solution of an arith prompt as written by an *imperfect teacher* who forgets the carry
+    of an addition (units digits summing to 10 or more) and the borrow of a subtraction (units digit of
+    the first operand smaller) with probability ``rate`` per such step; later steps and the boxed answer
+    follow the slip, as a real teacher's would. Deterministic in ``key`` (e.g. the task uid).
+
+    Used for the demo's demonstration pool: extra SFT on these demonstrations cannot remove the slips,
+    an outcome reward on the true answer can."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"slip rate must be in [0, 1], got {rate}")
+    expr = prompt.removeprefix("Compute ").removesuffix(".")
+    toks = re.findall(r"\d+|[-+*]", expr)
+    rng = _rng("slip", key)
+    v = int(toks[0])
+    steps = []
+    for op, b in zip(toks[1::2], map(int, toks[2::2])):
+        if op == "+":
+            w = v + b
+            if (v % 10 + b % 10) >= 10 and rng.random() < rate:
+                w -= 10
+        elif op == "-":
+            w = v - b
+            if v % 10 < b % 10 and rng.random() < rate:
+                w += 10
+        else:
+            w = v * b
+        steps.append(f"{v}{op}{b}={w}.")
+        v = w
+    return " ".join(steps) + f" \\boxed{{{v}}}"
 
 
 # --------------------------------------------------------------------------- countdown

@@ -19,6 +19,11 @@ from reasonrl.config import dump_config
 
 
 # ---------------------------------------------------------------------------------------------- start
+def probe_metrics(tr, step: int) -> dict[str, float]:
+    """The fixed probe sets' metrics (``eval/probe.py``; off unless ``eval.probe_every``)."""
+    return tr.probe(tr.engine, tr.model, step) if tr.probe else {}
+
+
 def start_run(tr) -> tuple[Any, dict[str, Any], list[bool] | None]:
     """Write the config, resume if asked, open the logger, evaluate before RL (unless a resumed run
     already logged it). Returns ``(logger, summary so far, per-problem correctness before RL or None)``."""
@@ -41,7 +46,7 @@ def start_run(tr) -> tuple[Any, dict[str, Any], list[bool] | None]:
         ev = evaluate(tr)
         before_correct = tr.last_eval_correct
         summary["pass@1_before"] = ev["pass@1"]
-        logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
+        logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}, **probe_metrics(tr, 0)})
         tr.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
     return logger, summary, before_correct
 
@@ -122,7 +127,8 @@ def finish_run(tr, logger, summary: dict[str, Any], before_correct: list[bool] |
     from reasonrl.models.loading import save_policy
 
     ev = evaluate(tr)
-    logger.log({"step": tr.step, **{f"eval/{k}": v for k, v in ev.items()}})
+    final_probe = probe_metrics(tr, tr.step) if tr.probe and not tr.probe.due(tr.step) else {}
+    logger.log({"step": tr.step, **{f"eval/{k}": v for k, v in ev.items()}, **final_probe})
     if before_correct is not None:  # same problems before and after: a paired test, not two intervals
         from reasonrl.eval.metrics import paired_comparison
 

@@ -32,6 +32,9 @@ class Trainer:
         self.cfg, self.log, self.run_dir = cfg, log, cfg.run_dir
         self.model, self.tok, self.recipe, self.learner, self.stage = r.model, r.tokenizer, r.recipe, r.learner, r.stage
         self.test_tasks = r.test_tasks
+        from reasonrl.eval.probe import Probe  # fixed probe sets during training (eval/probe.py); off by default
+
+        self.probe = Probe(cfg, self.scorer) if cfg.eval.probe_every else None
         self.step, self.rl_seconds, self.last_eval_correct = 0, 0.0, []
         self.sampler = BatchSampler(self.stage, self.recipe, cfg, self.tok.pad_token_id)  # feeds training
         self.scale = Scale(self)  # async producer, Ray roles, watchdog: all off by default
@@ -80,6 +83,8 @@ class Trainer:
                 m["perf/tokens_per_s"] = float(batch.response_valid.sum()) / m["time/step_s"]
                 if c.trainer.eval_every and self.step % c.trainer.eval_every == 0 and self.step < c.trainer.steps:
                     m.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+                if self.probe and self.probe.due(self.step):
+                    m.update(lifecycle.probe_metrics(self, self.step))
                 logger.log(m)
                 logger.samples(self.step, batch, tasks, c.trainer.log_samples)
                 bar.update(self.step, m)
