@@ -146,6 +146,6 @@ def test_prompt_longer_than_the_context_is_named_at_load():
     with pytest.raises(TaskDataError) as e:
         check_prompt_lengths([ok, long], lambda t: t.prompt, Tok(), context=64, max_new_tokens=16)
     msg = str(e.value)
-    assert "d.jsonl: row 2" in msg and "10000001 tokens" in msg and "context is 64" in msg
+    assert "d.jsonl: row 2" in msg and "over 48 tokens (10000000 characters)" in msg and "context is 64" in msg
     assert "rollout.max_new_tokens" in msg
     check_prompt_lengths([long], lambda t: t.prompt, Tok(), context=None, max_new_tokens=16)  # unknown: no check

@@ -222,13 +222,18 @@ def check_prompt_lengths(tasks: Iterable[Task], render, tokenizer, context: int 
         n_bytes = len(text.encode("utf-8", errors="replace"))
         if n_bytes + 8 <= budget:  # margin for special tokens the tokenizer adds
             continue
-        n_tok = len(tokenizer(text, add_special_tokens=True)["input_ids"])
+        # a prefix of 32 characters per allowed token settles a huge prompt without tokenizing it all
+        cap = (max(budget, 0) + 1) * 32
+        n_tok = len(tokenizer(text[:cap], add_special_tokens=True)["input_ids"])
+        if n_tok <= budget and len(text) > cap:
+            n_tok = len(tokenizer(text, add_special_tokens=True)["input_ids"])
         if n_tok <= budget:
             continue
+        size = f"{n_tok} tokens" if len(text) <= cap else f"over {budget} tokens"
         src = t.meta.get("source")
         where = _where(Path(src), t.meta.get("row", "?"), t.meta.get("split")) if src else f"task {t.uid!r}"
         raise TaskDataError(
-            f"{where}: the prompt is {n_tok} tokens ({len(text)} characters), but the model's context is {context} "
+            f"{where}: the prompt is {size} ({len(text)} characters), but the model's context is {context} "
             f"positions and {max_new_tokens} are reserved for the response (rollout/eval max_new_tokens), leaving "
             f"{max(budget, 0)}; shorten or remove that row, or lower rollout.max_new_tokens / eval.max_new_tokens")
 

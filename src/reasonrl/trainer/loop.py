@@ -20,7 +20,7 @@ import torch
 from reasonrl.algorithms.offpolicy import reweight_token_grads
 from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext, make_recipe
 from reasonrl.batch import Rollouts, concat
-from reasonrl.config import Config, dump_config
+from reasonrl.config import Config
 from reasonrl.rollout.logprobs import sequence_logprobs
 from reasonrl.rollout.mismatch import MismatchMeter
 from reasonrl.rollout.sampling import SamplingParams
@@ -58,8 +58,10 @@ class Trainer:
 
         self.cfg = cfg
         self.log = log
+        from reasonrl.trainer.rng import seed_all
+
         apply_thread_policy(cfg.run.threads or None)
-        torch.manual_seed(cfg.run.seed)
+        seed_all(cfg.run.seed)  # python, numpy and torch: the checkpointed RNG state is the run's, not the process's
         self.run_dir = cfg.run_dir
         model_dir = None
         if model is None:
@@ -111,6 +113,9 @@ class Trainer:
         from reasonrl.eval.runner import heldout_tasks
 
         self.test_tasks = heldout_tasks(cfg)
+        from reasonrl.tasks.files import check_run_prompts
+
+        check_run_prompts(cfg, self.model, self.tok, self.test_tasks)  # a too-long prompt fails now, not at eval
         if any(t.verifier == "code" for t in self.test_tasks):
             self.scorer.executor  # start the sandbox now: no bubblewrap -> fail before any work, with the fix
         self._load_tasks = load_tasks
@@ -347,12 +352,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def trainer_state(self) -> dict[str, Any]:
+        from reasonrl.trainer.checkpoint import counters_state
         from reasonrl.trainer.rng import capture_rng
 
         scale = self.scale.state_dict()  # first: it quiesces the async producer, which owns the cursor
         return {"scale": scale, "step": self.step, "opt_steps": self.opt_steps, "cursor": self.cursor, "rl_seconds": self.rl_seconds,
                 "optimizer": self.opt.state_dict(), "modules": self.modules.state_dict(),
-                "recipe": self.recipe.state_dict(), "rng": capture_rng(), "ref": None if self.ref is None else self.ref.state_dict()}
+                "recipe": self.recipe.state_dict(), "rng": capture_rng(), "ref": None if self.ref is None else self.ref.state_dict(),
+                "counters": counters_state(self)}
 
     def load_trainer_state(self, st: dict[str, Any]) -> None:
         from reasonrl.trainer.rng import restore_rng
@@ -367,6 +374,9 @@ class Trainer:
         if not os.environ.get("REASONRL_TEST_FORGET_RNG"):
             restore_rng(st["rng"])
         self.scale.load_state_dict(st.get("scale"))
+        from reasonrl.trainer.checkpoint import load_counters_state
+
+        load_counters_state(self, st.get("counters"))
 
     def save_checkpoint(self) -> Path:
         from reasonrl.trainer.checkpoint import hf_writer, save_checkpoint
@@ -397,21 +407,29 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         from reasonrl.eval.runner import evaluate, settings_from_config
+        from reasonrl.trainer.checkpoint import counters_state, load_counters_state
+        from reasonrl.trainer.rng import capture_rng, restore_rng
 
         st = settings_from_config(self.cfg)
         was = self.model.training
-        rng = torch.get_rng_state()
+        rng, counters = capture_rng(), counters_state(self)
         try:
             out, self.last_eval_correct = evaluate(self.engine, self.scorer, self.test_tasks, st, return_correct=True)
             return out
         finally:
-            torch.set_rng_state(rng)  # evaluation never perturbs the training RNG stream
+            # evaluation never perturbs the training RNG streams or the training graders' counters,
+            # so a run that reuses a stored evaluation continues exactly like one that computed it
+            restore_rng(rng)
+            load_counters_state(self, counters)
             self.model.train(was)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
+        from reasonrl.trainer.rundir import open_run_dir
+
         try:
-            return self._run()
+            with open_run_dir(self) as self.rundir:  # lock, refuse to destroy a run, remove crash debris
+                return self._run()
         finally:
             self.scale.close()  # stops the rollout thread, the watchdog and Ray (if any were started)
 
@@ -419,24 +437,27 @@ class Trainer:
         from reasonrl.trainer.logging import RunLogger
 
         c = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(c))
         self.log(f"run {c.run.name}: starting ({c.trainer.steps} steps, algorithm {c.algorithm['name']}, resume={c.trainer.resume})")
+        from reasonrl.trainer.checkpoint import reset_counters
+
+        reset_counters(self)  # the run's counters start at 0 (the math verifier is shared by the process)
         if c.trainer.resume:
             self.try_resume(required=c.trainer.resume is True)
+        self.rundir.write_config(c)  # only now: a failed resume leaves the run's config as it was
         logger = RunLogger(self.run_dir, tensorboard=c.trainer.tensorboard)
         logger.truncate_after(self.step)
         summary: dict[str, Any] = {}
-        before = [r for r in logger.read_metrics() if r.get("step") == 0 and "eval/pass@1" in r]
-        before_correct = None
-        if before:
-            summary["pass@1_before"] = before[0]["eval/pass@1"]
-        else:
+        from reasonrl.trainer.rundir import eval_key
+
+        key = eval_key(c, self.test_tasks)
+        before = self.rundir.load_eval_before(key)  # reused only if computed under exactly these settings
+        if before is None:
             ev = self.evaluate()
-            before_correct = self.last_eval_correct
-            summary["pass@1_before"] = ev["pass@1"]
-            logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}})
+            before = self.rundir.save_eval_before(key, ev, self.last_eval_correct)
             self.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
+        logger.log_before({"step": 0, **{f"eval/{k}": v for k, v in before.metrics.items()}})
+        before_correct = before.correct
+        summary["pass@1_before"] = before.metrics["pass@1"]
         with logger.progress(total=c.trainer.steps, start=self.step, enabled=c.trainer.progress) as bar:
             while self.step < c.trainer.steps:
                 if c.trainer.max_time_s and self.rl_seconds >= c.trainer.max_time_s:
