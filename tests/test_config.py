@@ -40,3 +40,40 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("trainer: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("optim.lr=.inf", "optim.lr is inf"),
+    ("optim.lr=.nan", "optim.lr is nan"),
+    ("reward.format=-.inf", "reward.format is -inf"),
+    ("algorithm.clip_high=.inf", "algorithm.clip_high is inf"),
+    ("trainer.steps=true", "trainer.steps: expected a number, not a boolean"),
+    ("rollout.temperature=false", "rollout.temperature: expected a number, not a boolean"),
+    ("optim.betas=[true, 0.99]", "optim.betas: expected a number, not a boolean"),
+    ("reward.functions=[mod:fn=abc]", "weight 'abc' is not a number"),
+    ("reward.functions=[mod:fn=inf]", "must be a finite number"),
+    ("reward.functions=[justaname]", "'pkg.module:function"),
+    ("data.train=/nonexistent/tasks.jsonl", "data.train: no such file"),
+    ("data.train=builtin:arithh", "unknown built-in source"),
+])
+def test_bad_values_are_rejected_by_field(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_booleans_still_work_where_a_boolean_is_meant():
+    cfg = load_config(None, ["trainer.resume=true", "eval.sampled=false", "trainer.overwrite=true"])
+    assert cfg.trainer.resume is True and cfg.eval.sampled is False and cfg.trainer.overwrite is True
+    assert load_config(None, ["reward.functions=[m.od:fn=0.5, m:g]"]).reward.functions == ["m.od:fn=0.5", "m:g"]
+
+
+def test_model_level_error_names_the_field_not_the_whole_config():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["trainer.prompts_per_step=10", "trainer.mini_batch_prompts=4"])
+    msg = str(e.value)
+    assert "trainer.prompts_per_step=10" in msg
+    assert "'run':" not in msg and "{" not in msg and len(msg) < 400
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["rollout.decode_graph=compile"])
+    assert "rollout.decode_graph" in str(e.value) and "'temperature'" not in str(e.value)

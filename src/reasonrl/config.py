@@ -9,17 +9,36 @@ model (``reasonrl.algorithms.recipes``), so the trainer never needs to know them
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from reasonrl.errors import ConfigError
 
 
+def _accepts_bool(ann: Any) -> bool:
+    """Whether a field's annotation admits a bool anywhere (``bool``, ``bool | Literal[...]``, ``list[bool]``)."""
+    if ann is bool:
+        return True
+    return any(_accepts_bool(a) for a in getattr(ann, "__args__", ()) if a is not Ellipsis)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an inf/nan learning rate or weight is never meant and crashes much later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Strict numbers: pydantic reads ``true`` as 1 for an int field (``trainer.steps=true``)."""
+        if isinstance(v, bool) or (isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
+            ann = cls.model_fields[info.field_name].annotation
+            if not _accepts_bool(ann):
+                raise ValueError("expected a number, not a boolean")
+        return v
 
 
 class RunConfig(_Section):
@@ -47,6 +66,24 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
     difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
     eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
+
+    @field_validator("train", "test")
+    @classmethod
+    def _source_exists(cls, v: str | None) -> str | None:
+        """A misspelt family or a missing file fails here, by field, not at the first batch."""
+        if v is None:
+            return v
+        kind, _, name = v.partition(":")
+        if kind == "builtin":
+            from reasonrl.tasks.builtin import FAMILIES, MIX
+
+            if name not in FAMILIES and name != MIX:
+                raise ValueError(f"unknown built-in source {v!r}; valid: "
+                                 f"{', '.join('builtin:' + f for f in [*FAMILIES, MIX])}")
+        elif kind != "reasoning_gym" and not Path(v).expanduser().exists():
+            raise ValueError(f"no such file or directory {v!r}; give a .jsonl/.parquet file, a datasets "
+                             f"save_to_disk folder, builtin:<family> or reasoning_gym:<name>")
+        return v
 
 
 class RolloutConfig(_Section):
@@ -103,6 +140,24 @@ class RewardConfig(_Section):
         "Stop the run when more than this share of a batch's math or code samples cannot be graded (verdict "
         "'error': sandbox infra_error after retries, crashed verifier); such samples are dropped, never scored 0."))
 
+    @field_validator("functions")
+    @classmethod
+    def _function_specs(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            path, sep, w = spec.partition("=")
+            mod, colon, fn = path.partition(":")
+            if not (mod.strip() and colon and fn.strip()):
+                raise ValueError(f"entry {spec!r} is not 'pkg.module:function' or 'pkg.module:function=weight'")
+            if sep:
+                try:
+                    weight = float(w)
+                except ValueError:
+                    raise ValueError(f"entry {spec!r}: weight {w!r} is not a number; write e.g. "
+                                     f"'{path}=0.5'") from None
+                if not math.isfinite(weight):
+                    raise ValueError(f"entry {spec!r}: weight {w!r} must be a finite number")
+        return specs
+
     @model_validator(mode="after")
     def _length_target(self) -> "RewardConfig":
         if self.length_penalty and not self.length_target_chars:
@@ -123,6 +178,9 @@ class TrainerConfig(_Section):
     resume: bool | Literal["auto"] = Field(False, description=(
         "true: continue from the newest committed checkpoint and fail if none is valid; 'auto': resume if a "
         "committed checkpoint exists, else start fresh (says which); false: start fresh."))
+    overwrite: bool = Field(False, description=(
+        "A fresh run (resume=false) into a run directory that already holds a run deletes that run first; "
+        "without it such a run is refused (CLI: --overwrite)."))
     tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
     progress: bool = Field(True, description="Show a progress bar.")
     max_time_s: float = Field(0.0, ge=0, description="Stop RL after this many seconds (0 = no limit); used for equal-wall-clock controls.")
@@ -353,14 +411,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem naming the field; the offending value only when it is a short scalar
+    (a model-level check's "input" is the whole section or config, which helps nobody)."""
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling (`reasonrl config show --doc` lists every field)"
-        lines.append(f"  {loc}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"  {loc}: {msg}")
+            lines.append(f"  {loc}: unknown field; check the spelling (`reasonrl config show --doc` lists every field)")
+            continue
+        got = e.get("input")
+        shown = f" (got {got!r:.80})" if got is None or isinstance(got, (str, int, float, bool)) else ""
+        lines.append(f"  {loc}: {msg}{shown}" if loc != "<root>" else f"  {msg}")
     return "\n".join(lines)
+
+
+def _reject_non_finite(node: Any, where: str = "") -> None:
+    """inf/nan anywhere in the raw config (also in ``algorithm:``, which its recipe validates) is an error."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"invalid configuration: {where} is {node!r}; it must be a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _reject_non_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _reject_non_finite(v, f"{where}[{i}]")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -379,6 +454,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
         source = str(p)
     data = apply_overrides(data, overrides or [])
+    _reject_non_finite(data)
     if isinstance(data.get("algorithm"), dict):
         data["algorithm"].setdefault("name", "grpo")
     try:

@@ -122,3 +122,30 @@ def test_load_tasks_sees_a_rewritten_file(tmp_path):
     assert len(load_tasks(str(path), None, "train")) == 1
     _jsonl(path, GOOD)
     assert len(load_tasks(str(path), None, "train")) == 4
+
+
+def test_non_utf8_row_names_file_row_and_fix(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(b'{"prompt": "1+1", "answer": "2"}\n' + '{"prompt": "caf\u00e9?", "answer": "1"}\n'.encode("latin-1"))
+    with pytest.raises(TaskDataError) as e:
+        load_file(p)
+    msg = str(e.value)
+    assert str(p) in msg and "row 2" in msg and "UTF-8" in msg and "0xe9" in msg
+
+
+def test_prompt_longer_than_the_context_is_named_at_load():
+    from reasonrl.tasks.files import check_prompt_lengths
+
+    class Tok:  # one token per character, like a worst-case tokenizer
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": list(range(len(text) + 1))}
+
+    ok = Task(uid="a", prompt="x" * 40, answer="1", meta={"source": "d.jsonl", "row": 1})
+    long = Task(uid="b", prompt="x" * 10_000_000, answer="1", meta={"source": "d.jsonl", "row": 2})
+    check_prompt_lengths([ok], lambda t: t.prompt, Tok(), context=64, max_new_tokens=16)
+    with pytest.raises(TaskDataError) as e:
+        check_prompt_lengths([ok, long], lambda t: t.prompt, Tok(), context=64, max_new_tokens=16)
+    msg = str(e.value)
+    assert "d.jsonl: row 2" in msg and "over 48 tokens (10000000 characters)" in msg and "context is 64" in msg
+    assert "rollout.max_new_tokens" in msg
+    check_prompt_lengths([long], lambda t: t.prompt, Tok(), context=None, max_new_tokens=16)  # unknown: no check

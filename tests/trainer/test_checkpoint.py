@@ -149,6 +149,28 @@ def test_writer_failure_leaves_nothing(tmp_path):
         save_checkpoint(tmp_path, 2, {"../escape": _blob(b"")}, None, 3)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+@pytest.mark.parametrize("how", ["path", "file"])
+def test_full_disk_is_reported_as_such(tmp_path, how):
+    """torch.save to a full disk says only "unexpected pos N vs M"; a file object gets ENOSPC."""
+    from reasonrl.trainer.checkpoint import CheckpointWriteError
+
+    def to_full_disk(p: Path) -> None:
+        p.write_bytes(b"")
+        if how == "path":
+            torch.save({"w": torch.zeros(4096)}, "/dev/full")
+        else:
+            with open("/dev/full", "wb") as f:
+                torch.save({"w": torch.zeros(4096)}, f)
+
+    _save(tmp_path, 1)
+    with pytest.raises(CheckpointWriteError) as e:
+        save_checkpoint(tmp_path, 2, {"model.pt": to_full_disk}, {"step": 2}, 3)
+    msg = str(e.value)
+    assert "No space left on device" in msg and "step_2" in msg and "--resume" in msg
+    assert [p.name for p in tmp_path.iterdir()] == ["step_1"]  # the partial save is gone
+
+
 def test_required_resume_with_nothing_raises_naming_what_was_found(tmp_path):
     with pytest.raises(ResumeError, match="does not exist"):
         find_resume_point(tmp_path / "nope", required=True)

@@ -38,4 +38,4 @@ def test_native_engine_refuses_unsupported_model_before_rollout(tmp_path):
     gpt.save_pretrained(tmp_path / "g")
     tok.save_pretrained(tmp_path / "g")
     with pytest.raises(UnsupportedModelError, match="rollout.engine=hf"):
-        main(["train", *tiny_overrides(tmp_path / "g", tmp_path), "rollout.engine=native"])
+        main(["--debug", "train", *tiny_overrides(tmp_path / "g", tmp_path), "rollout.engine=native"])

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from reasonrl.cli.main import main
 
 from trainer_fixtures import tiny_overrides
@@ -42,11 +40,11 @@ def test_weights_change_after_training(tiny_model_dir, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_without_checkpoint_fails_loudly(tiny_model_dir, tmp_path):
-    from reasonrl.trainer.checkpoint import ResumeError
-
-    with pytest.raises(ResumeError):
-        main(["train", *tiny_overrides(tiny_model_dir, tmp_path), "--resume"])
+def test_resume_without_checkpoint_fails_loudly(tiny_model_dir, tmp_path, capsys):
+    assert main(["train", *tiny_overrides(tiny_model_dir, tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "t").exists()  # nothing was written
 
 
 def test_bad_override_exits_with_message(capsys):

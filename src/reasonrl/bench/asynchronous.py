@@ -17,7 +17,8 @@ from typing import Any
 from reasonrl.bench.results import BenchRun, env_markdown
 
 DEFAULTS = ["trainer.steps=8", "data.eval_size=8", "eval.sampled=false", "trainer.progress=false",
-            "trainer.tensorboard=false", "trainer.log_samples=0", "run.out_dir=runs/bench_async"]
+            "trainer.tensorboard=false", "trainer.log_samples=0", "run.out_dir=runs/bench_async",
+            "trainer.overwrite=true"]  # scratch runs: a rerun replaces them
 
 
 def _arm(overrides: list[str], async_on: bool, name: str) -> dict[str, Any]:

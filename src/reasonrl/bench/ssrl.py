@@ -101,7 +101,8 @@ def bench_ssrl(overrides: list[str], log=print) -> int:
     results["eval_seconds_untrained"] = time.perf_counter() - t0
     write(finished=False)
     for seed in range(s.seeds):
-        cfg = load_config(config, [*train, f"run.seed={seed}", f"run.out_dir={s.work}", f"run.name=seed{seed}"])
+        cfg = load_config(config, [*train, f"run.seed={seed}", f"run.out_dir={s.work}", f"run.name=seed{seed}",
+                                   "trainer.overwrite=true"])  # scratch runs: a rerun replaces them
         log(f"bench ssrl: SSRL training, seed {seed} ({cfg.trainer.steps} steps)")
         t0 = time.perf_counter()
         summary = Trainer(cfg, log=log).run()

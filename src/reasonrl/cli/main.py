@@ -20,12 +20,21 @@ def cmd_train(args) -> int:
     from reasonrl.report.summary import print_summary_table
     from reasonrl.trainer.loop import Trainer
 
+    from reasonrl.trainer.rundir import RunDir
+
     cfg = _config(args)
     if args.resume and cfg.trainer.resume is False:
         cfg.trainer.resume = True
-    trainer = Trainer(cfg)
-    summary = trainer.run()
-    build_report(cfg.run_dir, summary)
+    if args.overwrite:
+        cfg.trainer.overwrite = True
+    _state["run_dir"] = cfg.run_dir
+    # the lock is taken (and an existing run refused) before the model loads, and held until the
+    # report is written
+    with RunDir(cfg.run_dir, resume=cfg.trainer.resume, overwrite=cfg.trainer.overwrite) as rd:
+        trainer = Trainer(cfg)
+        trainer.rundir = rd
+        summary = trainer.run()
+        build_report(cfg.run_dir, summary)
     print_summary_table(summary, f"run {cfg.run.name}")
     print(f"run directory: {cfg.run_dir}  (report.html, metrics.jsonl, final/)")
     return 0
@@ -49,7 +58,8 @@ def cmd_eval(args) -> int:
 def cmd_demo(args) -> int:
     from reasonrl.demo import run_demo
 
-    run_demo(args.config, args.overrides, skip_control=args.skip_control)
+    overrides = list(args.overrides) + (["trainer.overwrite=true"] if args.overwrite else [])
+    run_demo(args.config, overrides, skip_control=args.skip_control)
     return 0
 
 
@@ -135,6 +145,7 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrl", description="Reinforcement learning for reasoning models.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp):
@@ -144,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run RL training")
     with_config(t)
     t.add_argument("--resume", action="store_true", help="continue from the newest committed checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in the run directory and start fresh (default: refuse)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a model on the held-out split")
@@ -154,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build/reuse the tiny model, evaluate, RL, evaluate, compare with an SFT control, report")
     with_config(d)
     d.add_argument("--skip-control", action="store_true", help="skip the equal-wall-clock SFT control arm")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in the run directory")
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("config", help="configuration tools")
@@ -224,14 +238,67 @@ def main(argv: list[str] | None = None) -> int:
     if cfg_arg and "=" in cfg_arg and not Path(cfg_arg).exists():
         args.overrides = [cfg_arg, *args.overrides]  # no YAML file given, only overrides
         args.config = None
-    from reasonrl.config import ConfigError
-
+    debug = args.debug or os.environ.get("REASONRL_DEBUG") == "1"
     try:
         return args.func(args)
-    except ConfigError as e:
+    except KeyboardInterrupt:
+        # the checkpoint protocol keeps committed state consistent at any instant; the finally
+        # blocks on the way here stopped the helpers and released the run-directory lock
+        if debug:
+            raise
+        print(f"\ninterrupted (Ctrl-C); {_resume_hint(_state.get('run_dir'))}", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
+        print("(run with `reasonrl --debug ...` for the traceback)", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from reasonrl.trainer.checkpoint import _disk_full
+
+        if debug or not _disk_full(e):
+            raise
+        print(f"error: No space left on device ({e.__class__.__name__}: {e}); free disk space or move "
+              "run.out_dir to a larger disk, then continue with `--resume`", file=sys.stderr)
+        print("(run with `reasonrl --debug ...` for the traceback)", file=sys.stderr)
         return 2
 
+
+_state: dict[str, object] = {}
+
+
+def _resume_hint(run_dir) -> str:
+    """Where an interrupted run stands: committed checkpoints are consistent at any instant."""
+    if run_dir is None:
+        return "stopped"
+    from reasonrl.trainer.checkpoint import latest_committed
+
+    ck = latest_committed(Path(run_dir) / "checkpoints", verify=False)
+    if ck is None:
+        return (f"no checkpoint was committed yet in {run_dir}; start again with `--overwrite` "
+                "(trainer.save_every sets how often checkpoints are written)")
+    return f"the last committed checkpoint is {ck}; continue with `reasonrl train ... --resume`"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Failures the user causes and fixes (bad config, data, model path, run directory, a full
+    disk): one message that names the cause and the fix, no traceback. Anything else is a bug and
+    keeps its traceback."""
+    from reasonrl.config import ConfigError
+    from reasonrl.models.loading import ModelLoadError
+    from reasonrl.rewards.sandbox import SandboxUnavailable
+    from reasonrl.rewards.scorer import RewardFunctionError, RewardInfrastructureError
+    from reasonrl.rollout.native_engine import UnsupportedModelError
+    from reasonrl.rollout.vllm_engine import VLLMUnavailableError
+    from reasonrl.tasks.files import TaskDataError
+    from reasonrl.trainer.checkpoint import CheckpointWriteError, ResumeError
+    from reasonrl.trainer.loop import TrainingError
+    from reasonrl.trainer.rundir import RunDirError
+
+    return (ConfigError, TaskDataError, ModelLoadError, ResumeError, RunDirError, CheckpointWriteError,
+            TrainingError, SandboxUnavailable, RewardFunctionError, RewardInfrastructureError,
+            UnsupportedModelError, VLLMUnavailableError)
 
 if __name__ == "__main__":
     sys.exit(main())

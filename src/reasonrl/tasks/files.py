@@ -128,8 +128,14 @@ def _code_row_to_task(row: dict, path: Path, row_no: int, part: str | None, wher
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskDataError(f"{_where(path, line_no, None)}: not valid UTF-8 (byte {raw[e.start]:#04x} at "
+                                    f"column {e.start + 1}); save the file as UTF-8 (e.g. "
+                                    f"`iconv -f latin1 -t utf-8`) or fix or remove that row") from None
             if not line.strip():
                 continue
             try:
@@ -208,3 +214,53 @@ def check_math_golds(tasks: list[Task], path: Path) -> None:
             where = _where(path, t.meta.get("row", "?"), t.meta.get("split"))
             raise TaskDataError(f"{where}: gold answer {t.answer!r:.80} cannot be used for math verification "
                                 f"({why}); fix the answer, or set this row's 'verifier' to 'exact' or 'qa'")
+
+
+def check_prompt_lengths(tasks: Iterable[Task], render, tokenizer, context: int | None, max_new_tokens: int) -> None:
+    """Every prompt, rendered, plus ``max_new_tokens`` must fit the model's context (``context``
+    positions; ``None``: unknown, no check). Caught here, at load, a 10 MB prompt is one clear error
+    instead of a many-GB attention allocation at the first evaluation. Only prompts whose UTF-8
+    length could exceed the budget are tokenized (a token covers at least one byte)."""
+    if not context:
+        return
+    budget = context - max_new_tokens
+    for t in tasks:
+        text = render(t)
+        n_bytes = len(text.encode("utf-8", errors="replace"))
+        if n_bytes + 8 <= budget:  # margin for special tokens the tokenizer adds
+            continue
+        # a prefix of 32 characters per allowed token settles a huge prompt without tokenizing it all
+        cap = (max(budget, 0) + 1) * 32
+        n_tok = len(tokenizer(text[:cap], add_special_tokens=True)["input_ids"])
+        if n_tok <= budget and len(text) > cap:
+            n_tok = len(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if n_tok <= budget:
+            continue
+        size = f"{n_tok} tokens" if len(text) <= cap else f"over {budget} tokens"
+        src = t.meta.get("source")
+        where = _where(Path(src), t.meta.get("row", "?"), t.meta.get("split")) if src else f"task {t.uid!r}"
+        raise TaskDataError(
+            f"{where}: the prompt is {size} ({len(text)} characters), but the model's context is {context} "
+            f"positions and {max_new_tokens} are reserved for the response (rollout/eval max_new_tokens), leaving "
+            f"{max(budget, 0)}; shorten or remove that row, or lower rollout.max_new_tokens / eval.max_new_tokens")
+
+
+def check_run_prompts(cfg: Any, model: Any, tokenizer: Any, test_tasks: list[Task]) -> None:
+    """:func:`check_prompt_lengths` for a run: the held-out problems and, when ``data.train`` is a
+    file, all of its training rows (built-in streams are generated short)."""
+    from reasonrl.tasks.templates import render_prompt
+
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int) or context <= 0:
+        return
+    new_tokens = max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)
+
+    def render(t: Task) -> str:
+        return render_prompt(t, cfg.model.template, tokenizer)
+
+    check_prompt_lengths(test_tasks, render, tokenizer, context, new_tokens)
+    kind = cfg.data.train.partition(":")[0]
+    if kind not in ("builtin", "reasoning_gym") and Path(cfg.data.train).expanduser().exists():
+        from reasonrl.tasks import load_tasks
+
+        check_prompt_lengths(load_tasks(cfg.data.train, None, split="train"), render, tokenizer, context, new_tokens)

@@ -67,7 +67,9 @@ def build_learner(cfg: Config, *, log=print, model: torch.nn.Module | None = Non
     from reasonrl.threads import apply_thread_policy
 
     apply_thread_policy(cfg.run.threads or None)
-    torch.manual_seed(cfg.run.seed)
+    from reasonrl.trainer.rng import seed_all
+
+    seed_all(cfg.run.seed)  # python, numpy and torch: the checkpointed RNG state is the run's, not the process's
     model_dir = None
     if model is None:
         model, tokenizer, model_dir = load_model(cfg, log)

@@ -18,6 +18,7 @@ other live process is saving into the same root.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -48,6 +49,39 @@ Writer = Callable[[Path], None]
 
 class ResumeError(RuntimeError):
     """A resume was asked for (or committed progress exists) but no valid checkpoint can be used."""
+
+
+class CheckpointWriteError(OSError):
+    """A save failed for a reason the user fixes (a full disk); the message says which and how."""
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is ENOSPC. torch.save to a path reports a short write
+    only as ``RuntimeError: ... unexpected pos N vs M``, so that message counts too."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "unexpected pos" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def raise_if_disk_full(exc: BaseException, what: str, where: Path) -> None:
+    """Re-raise a disk-full failure of writing ``what`` under ``where`` as one clear error."""
+    if not _disk_full(exc):
+        return
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free now"
+    except OSError:
+        free = "free space unknown"
+    raise CheckpointWriteError(
+        errno.ENOSPC, f"No space left on device while writing {what} under {where} ({free}). Free disk space, "
+        "lower trainer.keep_last, or move run.out_dir to a larger disk; then continue with `--resume` "
+        "(the last committed checkpoint is intact)") from exc
 
 
 def hf_writer(model: Any, tokenizer: Any | None = None) -> Writer:
@@ -113,10 +147,12 @@ def save_checkpoint(
             if not target.exists():
                 raise ValueError(f"writer for {name!r} created nothing at {target}")
         if state is not None:
-            torch.save(state, tmp / STATE_FILE)
+            with open(tmp / STATE_FILE, "wb") as f:  # a file object: a full disk raises OSError(ENOSPC)
+                torch.save(state, f)
         digests = _fsync_and_hash_tree(tmp)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(e, f"checkpoint step_{step}", root)
         raise
 
     final = root / f"step_{step}"
@@ -354,3 +390,58 @@ def _discard(p: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         trash.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- grader counters
+
+
+def counters_state(trainer: Any) -> dict[str, Any]:
+    """The run's cumulative counters that live outside the optimizer: math-verify and sandbox
+    tallies (``reward/math_*``, ``reward/code_*`` metrics) with the verdict cache that decides
+    which tally a repeat lands in, and the ungradable-group totals, so a resumed run continues
+    them instead of restarting at 0. ``math_worker_starts`` still counts the resumed process's own
+    worker start: that start really happened."""
+    scorer = getattr(trainer, "scorer", None)
+    # the math verifier object is cheap (its worker starts on first use) and shared: materialise it
+    # so that counts a later first use adds are never mistaken for "none yet"
+    ver = scorer.verifier if hasattr(scorer, "_verifier") and hasattr(scorer, "verifier") else None
+    exe = getattr(scorer, "_executor", None)
+    cache = None
+    if ver is not None and hasattr(ver, "_cache"):
+        with ver._state_lock:  # verdict cache: whether a repeat is counted "cached" or as a worker call
+            cache = [(k, v.value) for k, v in ver._cache.items()]
+    return {"math": dict(ver.counts) if ver is not None else None, "math_cache": cache,
+            "code": dict(exe.counts) if exe is not None else None,
+            "invalid_groups": [getattr(trainer, "invalid_groups_total", 0), getattr(trainer, "groups_total", 0)]}
+
+
+def reset_counters(trainer: Any) -> None:
+    """Zero :func:`counters_state` (grader tallies and verdict cache included) for a new run."""
+    st = counters_state(trainer)
+    load_counters_state(trainer, {
+        "math": dict.fromkeys(st["math"], 0) if st["math"] is not None else None,
+        "math_cache": [] if st["math_cache"] is not None else None,
+        "code": dict.fromkeys(st["code"], 0) if st["code"] is not None else None,
+        "invalid_groups": [0, 0]})
+
+
+def load_counters_state(trainer: Any, st: dict[str, Any] | None) -> None:
+    """Restore :func:`counters_state` (a checkpoint without it leaves the counters as they are)."""
+    if not st:
+        return
+    trainer.invalid_groups_total, trainer.groups_total = st["invalid_groups"]
+    scorer = getattr(trainer, "scorer", None)
+    if st.get("math") is not None and hasattr(scorer, "verifier"):
+        ver = scorer.verifier  # the shared verifier object; its worker starts on first use only
+        with ver._state_lock:
+            ver._counts.update(st["math"])
+            if st.get("math_cache") is not None and hasattr(ver, "_cache"):
+                from reasonrl.rewards.math_verify_worker import Verdict
+
+                ver._cache.clear()
+                ver._cache.update((tuple(k), Verdict(v)) for k, v in st["math_cache"])
+    exe = getattr(scorer, "_executor", None)
+    if st.get("code") is not None and hasattr(scorer, "executor"):
+        scorer.executor.counts.update(st["code"])
+    elif exe is not None:  # the sandbox started after the state was taken: its counts are not the run's
+        exe.counts.update(dict.fromkeys(exe.counts, 0))

@@ -12,10 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reasonrl import _testing
-from reasonrl.config import dump_config
 
 
 # ---------------------------------------------------------------------------------------------- start
@@ -25,57 +22,67 @@ def probe_metrics(tr, step: int) -> dict[str, float]:
 
 
 def start_run(tr) -> tuple[Any, dict[str, Any], list[bool] | None]:
-    """Write the config, resume if asked, open the logger, evaluate before RL (unless a resumed run
-    already logged it). Returns ``(logger, summary so far, per-problem correctness before RL or None)``."""
+    """Resume if asked, write the config (only then: a failed resume leaves the run's config as it
+    was), open the logger, and evaluate before RL unless an evaluation computed under exactly these
+    settings is stored (``trainer/rundir.py``). Returns ``(logger, summary so far, per-problem
+    correctness before RL)``."""
+    from reasonrl.trainer.checkpoint import reset_counters
     from reasonrl.trainer.logging import RunLogger
+    from reasonrl.trainer.rundir import eval_key
 
     c = tr.cfg
-    tr.run_dir.mkdir(parents=True, exist_ok=True)
-    (tr.run_dir / "config.yaml").write_text(dump_config(c))
     tr.log(f"run {c.run.name}: starting ({c.trainer.steps} steps, algorithm {c.algorithm['name']}, resume={c.trainer.resume})")
+    reset_counters(tr)  # the run's counters start at 0 (the math verifier is shared by the process)
     if c.trainer.resume:
         try_resume(tr, required=c.trainer.resume is True)
+    tr.rundir.write_config(c)
     logger = RunLogger(tr.run_dir, tensorboard=c.trainer.tensorboard)
     logger.truncate_after(tr.step)
-    summary: dict[str, Any] = {}
-    before = [r for r in logger.read_metrics() if r.get("step") == 0 and "eval/pass@1" in r]
-    before_correct = None
-    if before:
-        summary["pass@1_before"] = before[0]["eval/pass@1"]
-    else:
+    key = eval_key(c, tr.test_tasks)
+    before = tr.rundir.load_eval_before(key)  # reused only if computed under exactly these settings
+    fresh = before is None
+    if fresh:
         ev = evaluate(tr)
-        before_correct = tr.last_eval_correct
-        summary["pass@1_before"] = ev["pass@1"]
-        logger.log({"step": 0, **{f"eval/{k}": v for k, v in ev.items()}, **probe_metrics(tr, 0)})
+        before = tr.rundir.save_eval_before(key, ev, tr.last_eval_correct)
         tr.log(f"before RL: held-out pass@1 {ev['pass@1']:.3f}")
-    return logger, summary, before_correct
+    logger.log_before({"step": 0, **{f"eval/{k}": v for k, v in before.metrics.items()}})
+    if fresh and tr.probe:  # its own step-0 row, logged once with the evaluation it belongs to
+        logger.log({"step": 0, **probe_metrics(tr, 0)})
+    return logger, {"pass@1_before": before.metrics["pass@1"]}, before.correct
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate(tr) -> dict[str, float]:
-    """Held-out evaluation with the stage's engine and scorer; never perturbs the training RNG stream."""
+    """Held-out evaluation with the stage's engine and scorer. It never perturbs the training RNG
+    streams or the training graders' counters, so a run that reuses a stored evaluation continues
+    exactly like one that computed it."""
     from reasonrl.eval.runner import evaluate as run_eval
     from reasonrl.eval.runner import settings_from_config
+    from reasonrl.trainer.checkpoint import counters_state, load_counters_state
+    from reasonrl.trainer.rng import capture_rng, restore_rng
 
     st = settings_from_config(tr.cfg)
     was = tr.model.training
-    rng = torch.get_rng_state()
+    rng, counters = capture_rng(), counters_state(tr)
     try:
         out, tr.last_eval_correct = run_eval(tr.engine, tr.scorer, tr.test_tasks, st, return_correct=True)
         return out
     finally:
-        torch.set_rng_state(rng)
+        restore_rng(rng)
+        load_counters_state(tr, counters)
         tr.model.train(was)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def trainer_state(tr) -> dict[str, Any]:
+    from reasonrl.trainer.checkpoint import counters_state
     from reasonrl.trainer.rng import capture_rng
 
     scale = tr.scale.state_dict()  # first: it quiesces the async producer, which owns the data cursor
     stage = tr.sampler.stage
     return {"scale": scale, "step": tr.step, "rl_seconds": tr.rl_seconds, **tr.learner.state_dict(),
-            "stage": stage.state_dict() if hasattr(stage, "state_dict") else None, "rng": capture_rng()}
+            "stage": stage.state_dict() if hasattr(stage, "state_dict") else None, "rng": capture_rng(),
+            "counters": counters_state(tr)}
 
 
 def load_trainer_state(tr, st: dict[str, Any]) -> None:
@@ -88,6 +95,9 @@ def load_trainer_state(tr, st: dict[str, Any]) -> None:
     if not _testing.get("forget_rng"):
         restore_rng(st["rng"])
     tr.scale.load_state_dict(st.get("scale"))
+    from reasonrl.trainer.checkpoint import load_counters_state
+
+    load_counters_state(tr, st.get("counters"))
 
 
 def save_checkpoint(tr) -> Path:

@@ -13,25 +13,51 @@ from typing import Any
 from reasonrl.batch import Rollouts
 
 
+def _is_before_line(line: str) -> bool:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return row.get("step") == 0 and _eval_only(row)
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
 
 
+def _eval_only(row: dict[str, Any]) -> bool:
+    """A row holding only an evaluation (the step-0 "before" one or the final one), not a training step."""
+    return "eval/pass@1" in row and all(k == "step" or k.startswith("eval/") for k in row)
+
+
 class RunLogger:
+    """Appends to ``metrics.jsonl`` / ``samples.jsonl`` (fsynced per row) and TensorBoard.
+
+    Resuming at step S (:meth:`truncate_after`) makes every file what an uninterrupted run had at
+    the checkpoint of step S: rows past S go, and so does a final evaluation logged at S (it is
+    redone at the end); TensorBoard events from S on are purged (``SummaryWriter(purge_step=S)``)
+    and the kept rows of step S are written again, so replayed steps never appear twice.
+    """
+
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.samples_path = self.run_dir / "samples.jsonl"
+        self.tensorboard = tensorboard
         self.tb = None
-        if tensorboard:
+        self._purge_step: int | None = None
+
+    def _writer(self):
+        if self.tb is None and self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
             except ImportError:  # tensorboard is a dependency; tolerate a broken install
-                self.tb = None
+                self.tensorboard = False
+                return None
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self._purge_step)
+        return self.tb
 
     def _append(self, path: Path, row: dict[str, Any]) -> None:
         with open(path, "a") as f:
@@ -39,21 +65,44 @@ class RunLogger:
             f.flush()
             os.fsync(f.fileno())
 
+    def _rewrite(self, path: Path, lines: list[str]) -> None:
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(x + "\n" for x in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
     def truncate_after(self, step: int) -> None:
-        """On resume drop lines after the checkpoint's step (they are replayed) and any torn line."""
+        """On resume at ``step``: drop lines after it (they are replayed), a final evaluation logged
+        at it, and any torn line; see the class docstring for TensorBoard."""
+        kept_rows: list[dict[str, Any]] = []
         for path in (self.metrics_path, self.samples_path):
             if not path.exists():
                 continue
             keep = []
+            seen_before = False
             for line in path.read_text().splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= step:
-                        keep.append(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(x + "\n" for x in keep))
-            os.replace(tmp, path)
+                s = row.get("step", 0)
+                if s > step:
+                    continue
+                if path is self.metrics_path and s == step and _eval_only(row):
+                    if step > 0 or seen_before:
+                        continue  # a final evaluation: the run ends with it again
+                    seen_before = True
+                keep.append(line)
+                if path is self.metrics_path and s == step:
+                    kept_rows.append(row)
+            self._rewrite(path, keep)
+        tb_dir = self.run_dir / "tensorboard"
+        if self.tensorboard and tb_dir.is_dir() and any(tb_dir.iterdir()):
+            self._purge_step = step
+            for row in kept_rows:
+                self._tb_row(row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         from reasonrl.report.plots import read_metrics
@@ -62,11 +111,27 @@ class RunLogger:
 
     def log(self, row: dict[str, Any]) -> None:
         self._append(self.metrics_path, row)
-        if self.tb is not None:
+        self._tb_row(row)
+
+    def log_before(self, row: dict[str, Any]) -> None:
+        """Log the step-0 evaluation unless this very row is already there; another step-0
+        evaluation (computed under other settings) is removed."""
+        want = json.loads(json.dumps({k: _clean(v) for k, v in row.items()}))
+        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+        if any(_is_before_line(x) and json.loads(x) == want for x in lines):
+            return
+        stale = [x for x in lines if _is_before_line(x)]
+        if stale:
+            self._rewrite(self.metrics_path, [x for x in lines if x not in stale])
+        self.log(row)
+
+    def _tb_row(self, row: dict[str, Any]) -> None:
+        tb = self._writer()
+        if tb is not None:
             step = int(row.get("step", 0))
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
+                    tb.add_scalar(k, v, step)
 
     def samples(self, step: int, batch: Rollouts, tasks: list, k: int) -> None:
         if k <= 0:

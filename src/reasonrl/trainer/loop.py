@@ -35,6 +35,9 @@ class Trainer:
         from reasonrl.eval.probe import Probe  # fixed probe sets during training (eval/probe.py); off by default
 
         self.probe = Probe(cfg, self.scorer) if cfg.eval.probe_every else None
+        from reasonrl.tasks.files import check_run_prompts
+
+        check_run_prompts(cfg, self.model, self.tok, self.test_tasks)  # a too-long prompt fails now, not at eval
         self.step, self.rl_seconds, self.last_eval_correct = 0, 0.0, []
         self.sampler = BatchSampler(self.stage, self.recipe, cfg, self.tok.pad_token_id)  # feeds training
         self.scale = Scale(self)  # async producer, Ray roles, watchdog: all off by default
@@ -59,8 +62,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
+        from reasonrl.trainer.rundir import open_run_dir
+
         try:
-            return self._run()
+            with open_run_dir(self) as self.rundir:  # lock, refuse to destroy a run, remove crash debris
+                return self._run()
         finally:
             self.scale.close()  # stops the rollout thread, the watchdog and Ray (if any were started)
 
@@ -96,6 +102,9 @@ class Trainer:
     engine = property(lambda self: self.stage.engine, lambda self, v: setattr(self.stage, "engine", v))
     scorer = property(lambda self: self.stage.scorer, lambda self, v: setattr(self.stage, "scorer", v))
     cursor = property(lambda self: self.stage.tasks.cursor, lambda self, v: setattr(self.stage.tasks, "cursor", v))
+    invalid_groups_total = property(lambda self: self.sampler.invalid_groups_total,
+                                    lambda self, v: setattr(self.sampler, "invalid_groups_total", v))
+    groups_total = property(lambda self: self.sampler.groups_total, lambda self, v: setattr(self.sampler, "groups_total", v))
     modules = property(lambda self: self.learner.modules)
     ref = property(lambda self: self.learner.ref)
     opt = property(lambda self: self.learner.opt, lambda self, v: setattr(self.learner, "opt", v))

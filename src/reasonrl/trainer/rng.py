@@ -29,6 +29,16 @@ def _bytes_to_tensor(b: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(b), dtype=torch.uint8).clone()
 
 
+def seed_all(seed: int) -> None:
+    """Seed every global generator :func:`capture_rng` saves (python ``random``, numpy, torch), so
+    that the saved state is a function of the run, not of the process: Python and numpy seed
+    themselves from OS entropy at start-up otherwise, and two launches of one run would save
+    different states even where nothing draws from them."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng() -> dict[str, Any]:
     """Return the state of python ``random``, numpy's global RNG, torch CPU and every CUDA device.
 
