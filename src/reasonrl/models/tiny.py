@@ -76,7 +76,7 @@ class TinySpec:
 _BUILD_SOURCES = ("tasks/builtin.py", "tasks/code.py", "tasks/knowledge.py", "tasks/templates.py", "tasks/base.py",
                   "models/tokenizer.py", "models/sft.py")
 _BUILD_FUNCS = ("TinySpec", "_pool_and_validation", "demo_pool", "sft_examples", "_tokenizer_corpus", "build_model",
-                "_build")
+                "sft_warm_start", "_build")
 
 # Environment of the build process: one thread and fixed kernel code paths, so the weights do not depend on
 # the machine's core count, load or CPU generation (any x86-64 CPU with AVX2).
@@ -207,23 +207,16 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
     return out
 
 
-def _build(spec: TinySpec, out: Path, log=print) -> Path:
-    """The build itself, in the process ``build_default_model`` starts with ``BUILD_ENV``."""
+def sft_warm_start(model, tok, spec: TinySpec, engine, log=print):
+    """SFT ``model`` on the spec's fixed demonstration pool, evaluating greedy pass@1 on its validation
+    slice every ``eval_every`` steps; returns ``(SFTResult, best)`` where ``best`` holds the best
+    checkpoint's state, step and score (the caller loads ``best["state"]``). Shared by every built-in
+    model family (transformer, SSM), so they are warm-started the same way."""
     from reasonrl.eval.runner import EvalSettings, evaluate
     from reasonrl.rewards import Scorer
-    from reasonrl.rollout.hf_engine import HFEngine
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    t0 = time.perf_counter()
-    log(f"building the default model {out.name} (tokenizer + {spec.layers}x{spec.hidden} Llama, "
-        f"SFT {spec.sft_steps} steps on {spec.demos} demonstrations, a few minutes); cached for later runs")
-    tok = train_tokenizer(_tokenizer_corpus(spec), spec.vocab_size)
-    model = build_model(spec, tok)
-    n_params = sum(p.numel() for p in model.parameters())
     examples = sft_examples(demo_pool(spec))
     val = validation_tasks(spec)
-    engine = HFEngine(model, tok)
     scorer = Scorer()
     settings = EvalSettings(max_new_tokens=spec.max_new_tokens, sampled=False)
     best = {"score": -1.0, "step": 0, "state": None}
@@ -241,6 +234,22 @@ def _build(spec: TinySpec, out: Path, log=print) -> Path:
                   seed=spec.seed, eval_fn=eval_fn, eval_every=spec.eval_every)
     if res.steps % spec.eval_every:
         eval_fn(res.steps)
+    return res, best
+
+
+def _build(spec: TinySpec, out: Path, log=print) -> Path:
+    """The build itself, in the process ``build_default_model`` starts with ``BUILD_ENV``."""
+    from reasonrl.rollout.hf_engine import HFEngine
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.perf_counter()
+    log(f"building the default model {out.name} (tokenizer + {spec.layers}x{spec.hidden} Llama, "
+        f"SFT {spec.sft_steps} steps on {spec.demos} demonstrations, a few minutes); cached for later runs")
+    tok = train_tokenizer(_tokenizer_corpus(spec), spec.vocab_size)
+    model = build_model(spec, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    res, best = sft_warm_start(model, tok, spec, HFEngine(model, tok), log)
     model.load_state_dict(best["state"])
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,6 @@ SFT step costs several times the transformer's (docs/ssm.md has measurements).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -24,8 +23,7 @@ from pathlib import Path
 import torch
 
 from reasonrl.models.ssm.model import SSMConfig, SSMForCausalLM
-from reasonrl.models.tiny import (TinySpec, _tokenizer_corpus, cache_root, demo_pool, sft_examples,
-                                  validation_tasks)
+from reasonrl.models.tiny import TinySpec, _tokenizer_corpus, cache_root, sft_warm_start
 
 # Architecture per kind (hidden 128 as the transformer; layer counts chosen to match its parameter count).
 ARCHS: dict[str, dict] = {
@@ -59,11 +57,8 @@ def build_ssm(kind: str, spec: TinySpec, tokenizer) -> SSMForCausalLM:
 def build_tiny_ssm(kind: str, spec: TinySpec | None = None, out_dir: Path | None = None, *, force: bool = False,
                    log=print) -> Path:
     """Build (or reuse) ``builtin:tiny-<kind>``; returns its HF directory (``load_policy`` loads it)."""
-    from reasonrl.eval.runner import EvalSettings, evaluate
     from reasonrl.models.tokenizer import train_tokenizer
-    from reasonrl.rewards import Scorer
     from reasonrl.rollout.recurrent_engine import RecurrentEngine
-    from reasonrl.models.sft import run_sft
 
     spec = spec or TinySpec()
     out = Path(out_dir) if out_dir else ssm_model_dir(kind, spec)
@@ -75,26 +70,7 @@ def build_tiny_ssm(kind: str, spec: TinySpec | None = None, out_dir: Path | None
     n_params = sum(p.numel() for p in model.parameters())
     log(f"building builtin:tiny-{kind} ({n_params / 1e6:.2f}M params, SFT {spec.sft_steps} steps on "
         f"{spec.demos} demonstrations); cached at {out}")
-    examples = sft_examples(demo_pool(spec))
-    val = validation_tasks(spec)
-    engine = RecurrentEngine(model, tok)
-    scorer = Scorer()
-    settings = EvalSettings(max_new_tokens=spec.max_new_tokens, sampled=False)
-    best = {"score": -1.0, "step": 0, "state": None}
-
-    def eval_fn(step: int):
-        r = evaluate(engine, scorer, val, settings)
-        if r["pass@1"] > best["score"]:
-            best.update(score=r["pass@1"], step=step, state=copy.deepcopy(model.state_dict()))
-        log(f"  sft step {step}: val pass@1 {r['pass@1']:.3f}")
-        return r["pass@1"], r
-
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.sft_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    res = run_sft(model, tok, examples, optimizer=opt, lr=spec.sft_lr, batch_size=spec.sft_batch,
-                  steps=spec.sft_steps, warmup=50, schedule="cosine", min_lr_ratio=0.05,
-                  seed=spec.seed, eval_fn=eval_fn, eval_every=spec.eval_every)
-    if res.steps % spec.eval_every:
-        eval_fn(res.steps)
+    res, best = sft_warm_start(model, tok, spec, RecurrentEngine(model, tok), log)
     model.load_state_dict(best["state"])
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
