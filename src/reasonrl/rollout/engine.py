@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from reasonrl.batch import Rollouts
-from reasonrl.rollout.sampling import SamplingParams
+from reasonrl.rollout.sampling import SamplingParams, sample_next
 
 
 class Engine(ABC):
@@ -121,6 +121,48 @@ def stop_and_pad_ids(tokenizer: Any, model: Any, eos_token_ids: Sequence[int] | 
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
     return sorted(set(eos_token_ids) | set(stop_token_ids)), int(pad) if pad is not None else 0
+
+
+def sample_and_record(logits: torch.Tensor, act: torch.Tensor, params: SamplingParams, gen, idle_token: int,
+                      slot_row: torch.Tensor, count: torch.Tensor, out_tok: torch.Tensor, out_lp: torch.Tensor,
+                      stop_ids: torch.Tensor, max_new: int, finish: dict, tokenizer: Any,
+                      stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of a continuous-batching engine (native KV cache, recurrent state): sample the
+    live slots ``act`` (idle slots get ``idle_token``; their logits are stale), write each live row's
+    token and log-prob at its next position, and decide which slots finished (EOS, ``max_new``, or a stop
+    string, recorded in ``finish`` by row). Returns ``(tokens on the logits' device, done per slot)``."""
+    dev = logits.device
+    s_eff = logits.shape[0]
+    if bool(act.all()):
+        tok_s, lp_s = sample_next(logits, params, gen)
+    else:
+        act_dev = act.to(dev)
+        tok_s = torch.full((s_eff,), idle_token, dtype=torch.long, device=dev)
+        lp_s = torch.zeros(s_eff, dtype=torch.float32, device=dev)
+        t_a, l_a = sample_next(logits[act_dev], params, gen)
+        tok_s[act_dev], lp_s[act_dev] = t_a, l_a
+    tok_c, lp_c = tok_s.cpu(), lp_s.cpu()
+    r_idx = slot_row[act]
+    c_idx = count[r_idx]
+    out_tok[r_idx, c_idx] = tok_c[act]
+    out_lp[r_idx, c_idx] = lp_c[act]
+    count[r_idx] += 1
+    stats["slot_busy"] += float(act.sum()) / s_eff
+    is_eos = act & torch.isin(tok_c, stop_ids)
+    done = is_eos | (act & (count.index_select(0, slot_row.clamp(min=0)) >= max_new))
+    for s in is_eos.nonzero().flatten().tolist():
+        finish[int(slot_row[s])] = "eos"
+    if params.stop:
+        check = (act & ~done).nonzero().flatten().tolist()
+        if check:
+            texts = tokenizer.batch_decode(
+                [out_tok[int(slot_row[s]), : int(count[slot_row[s]])].tolist() for s in check],
+                skip_special_tokens=True)
+            for s, text in zip(check, texts):
+                if any(st in text for st in params.stop):
+                    done[s] = True
+                    finish[int(slot_row[s])] = "stop"
+    return tok_s, done
 
 
 def _as_list(x: Any) -> list[int]:

@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from reasonrl.batch import Rollouts
-from reasonrl.rollout.engine import ModuleEngine, stop_and_pad_ids
+from reasonrl.rollout.engine import ModuleEngine, sample_and_record, stop_and_pad_ids
 from reasonrl.rollout.hf_engine import _empty_rollouts
-from reasonrl.rollout.sampling import SamplingParams, sample_next
+from reasonrl.rollout.sampling import SamplingParams
 
 __all__ = ["RecurrentEngine", "as_recurrent", "is_recurrent_model", "register_recurrent_adapter", "state_bytes"]
 
@@ -197,35 +197,8 @@ class RecurrentEngine(ModuleEngine):
         logits = admit(list(range(s_eff)), None)
         while True:
             act = active.clone()
-            act_dev = act.to(dev)
-            if bool(act.all()):
-                tok_s, lp_s = sample_next(logits, params, gen)
-            else:  # idle slots hold stale logits: sample live rows only
-                tok_s = torch.full((s_eff,), pad, dtype=torch.long, device=dev)
-                lp_s = torch.zeros(s_eff, dtype=torch.float32, device=dev)
-                t_a, l_a = sample_next(logits[act_dev], params, gen)
-                tok_s[act_dev], lp_s[act_dev] = t_a, l_a
-            tok_c, lp_c = tok_s.cpu(), lp_s.cpu()
-            r_idx = slot_row[act]
-            c_idx = count[r_idx]
-            out_tok[r_idx, c_idx] = tok_c[act]
-            out_lp[r_idx, c_idx] = lp_c[act]
-            count[r_idx] += 1
-            stats["slot_busy"] += float(act.sum()) / s_eff
-            is_eos = act & torch.isin(tok_c, stop_ids)
-            done = is_eos | (act & (count.index_select(0, slot_row.clamp(min=0)) >= max_new))
-            for s in is_eos.nonzero().flatten().tolist():
-                finish[int(slot_row[s])] = "eos"
-            if params.stop:
-                check = (act & ~done).nonzero().flatten().tolist()
-                if check:
-                    texts = self._tokenizer.batch_decode(
-                        [out_tok[int(slot_row[s]), : int(count[slot_row[s]])].tolist() for s in check],
-                        skip_special_tokens=True)
-                    for s, text in zip(check, texts):
-                        if any(st in text for st in params.stop):
-                            done[s] = True
-                            finish[int(slot_row[s])] = "stop"
+            tok_s, done = sample_and_record(logits, act, params, gen, pad, slot_row, count, out_tok, out_lp,
+                                            stop_ids, max_new, finish, self._tokenizer, stats)
             active &= ~done
             if not queue and not bool(active.any()):
                 break
