@@ -48,6 +48,22 @@ class RunConfig(_Section):
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = REASONRL_THREADS or min(2, cores).")
 
 
+class LoraConfig(_Section):
+    rank: int = Field(8, ge=1, description="LoRA rank r: the adapter's inner dimension (docs/lora.md).")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha: the adapter's update is scaled by alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input during training (0 = off).")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description=(
+        "Modules that get adapters: 'all-linear' (every linear layer but the output head) or a list of module "
+        "name suffixes such as [q_proj, v_proj]; a name matching no module fails at load, listing the valid ones."))
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and (not v or not all(x.strip() for x in v)):
+            raise ValueError("give at least one module name (e.g. [q_proj, v_proj]) or 'all-linear'")
+        return v
+
+
 class ModelConfig(_Section):
     path: str = Field("builtin:tiny", description=(
         "Local Hugging Face causal-LM directory, or 'builtin:tiny' (the project's own model, built and "
@@ -58,6 +74,9 @@ class ModelConfig(_Section):
     template: Literal["plain", "boxed", "chat"] = Field("plain", description=(
         "Prompt template: 'plain' (prompt + newline, for the built-in model), 'boxed' (adds the "
         "'put your final answer within \\boxed{}' instruction), 'chat' (tokenizer's chat template)."))
+    lora: LoraConfig | None = Field(None, description=(
+        "Train LoRA adapters (peft) instead of every weight: null = full fine-tuning; set any field "
+        "(model.lora.rank=8) to enable. Needs the 'lora' extra. docs/lora.md."))
 
 
 class DataConfig(_Section):

@@ -55,6 +55,12 @@ def make_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any, model_dir: str
         return RecurrentEngine(model, tokenizer, slots=cfg.rollout.micro_batch)
     if name not in ENGINES:
         raise ValueError(f"rollout.engine={name!r} is not one of {', '.join(map(repr, ENGINES))}")
+    from reasonrl.rollout.lora_engine import is_lora
+
+    if is_lora(model):  # adapters applied (hf) or merged (native); syncs move adapters only (docs/lora.md)
+        from reasonrl.rollout.lora_engine import make_lora_engine
+
+        return make_lora_engine(ENGINES[name], cfg, model, tokenizer, model_dir)
     return ENGINES[name](cfg, model, tokenizer, model_dir)
 
 

@@ -143,7 +143,9 @@ class AsyncRollout:
 
 
 def snapshot(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], float, int]:
-    """A detached CPU copy of the weights, its wall time and its size in bytes."""
+    """A detached CPU copy of the weights (a LoRA policy's adapters only), its wall time and its size in bytes."""
+    from reasonrl.models.lora import sync_state_dict
+
     t0 = time.perf_counter()
-    sd = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to("cpu", copy=True) for k, v in sync_state_dict(model).items()}
     return sd, time.perf_counter() - t0, sum(v.numel() * v.element_size() for v in sd.values())

@@ -73,6 +73,11 @@ def build_learner(cfg: Config, *, log=print, model: torch.nn.Module | None = Non
     model_dir = None
     if model is None:
         model, tokenizer, model_dir = load_model(cfg, log)
+    if cfg.model.lora is not None:  # adapters on a frozen base (models/lora.py, docs/lora.md)
+        from reasonrl.models.lora import apply_lora, check_supported
+
+        check_supported(cfg)
+        model = apply_lora(model, cfg.model.lora)
     return Learner(cfg, model, tokenizer, make_recipe(cfg.algorithm)), model_dir
 
 

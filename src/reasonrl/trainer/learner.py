@@ -10,7 +10,6 @@ runs exactly this object with ``DataParallelLearner`` hooks.
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from reasonrl import _testing
 from reasonrl.algorithms.offpolicy import reweight_token_grads
 from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext
 from reasonrl.batch import Rollouts
+from reasonrl.models.lora import reference_view
 from reasonrl.rollout.logprobs import sequence_logprobs
 from reasonrl.rollout.mismatch import MismatchMeter
 from reasonrl.trainer.distributed import LocalLearner
@@ -40,8 +40,9 @@ class Learner:
     def __init__(self, cfg, model: torch.nn.Module, tokenizer: Any, recipe: Recipe):
         self.cfg, self.model, self.tok, self.recipe = cfg, model, tokenizer, recipe
         self.modules = torch.nn.ModuleDict(recipe.modules(model))
-        self.ref = copy.deepcopy(model).eval().requires_grad_(False) if recipe.needs_reference() else None
-        self.opt = make_optimizer(cfg.optim, list(model.parameters()) + list(self.modules.parameters()))
+        self.ref = reference_view(model) if recipe.needs_reference() else None  # LoRA: the base, adapters off
+        trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        self.opt = make_optimizer(cfg.optim, trainable + list(self.modules.parameters()))
         self.dist = LocalLearner(model)
         self.opt_steps = 0
         t = cfg.trainer

@@ -119,11 +119,16 @@ def try_resume(tr, required: bool = True) -> bool:
     if ck is None:
         tr.log(f"resume=auto: no committed checkpoint under {tr.run_dir / 'checkpoints'}; starting fresh")
         return False
-    from transformers import AutoModelForCausalLM
+    from reasonrl.models.lora import is_lora, load_checkpoint_adapter
 
-    loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
-                                                  torch_dtype=next(tr.model.parameters()).dtype)
-    tr.model.load_state_dict(loaded.state_dict())
+    if is_lora(tr.model):  # the checkpoint holds the adapter only
+        load_checkpoint_adapter(tr.model, ck / "model")
+    else:
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
+                                                      torch_dtype=next(tr.model.parameters()).dtype)
+        tr.model.load_state_dict(loaded.state_dict())
     load_trainer_state(tr, load_state(ck))
     tr.log(f"resumed from {ck} (step {tr.step})")
     return True
@@ -134,7 +139,7 @@ def finish_run(tr, logger, summary: dict[str, Any], before_correct: list[bool] |
     """Final evaluation, the summary (paired before/after test, throughput, memory), the final policy."""
     import resource
 
-    from reasonrl.models.loading import save_policy
+    from reasonrl.models.lora import save_final
 
     ev = evaluate(tr)
     final_probe = probe_metrics(tr, tr.step) if tr.probe and not tr.probe.due(tr.step) else {}
@@ -150,6 +155,6 @@ def finish_run(tr, logger, summary: dict[str, Any], before_correct: list[bool] |
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary.update({"pass@1_after": ev["pass@1"], "steps": tr.step, "rl_seconds": tr.rl_seconds,
                     **{f"final/{k}": v for k, v in ev.items()}})
-    save_policy(tr.model, tr.tok, tr.run_dir / "final")
+    save_final(tr.model, tr.tok, tr.run_dir)  # LoRA: merged model in final/, the adapter in final_adapter/
     logger.close()
     return summary
