@@ -127,3 +127,28 @@ def test_unsupported_combinations_fail_naming_the_field(over, msg):
         return
     with pytest.raises(ConfigError, match=f"model.lora with .*{msg}"):
         lora.check_supported(cfg)
+
+
+def test_any_hf_causal_lm_gpt2_conv1d_merge_and_adapter_round_trip(tmp_path):
+    """GPT-2 keeps its projections as transposed Conv1D layers: the merged copy and the saved adapter
+    must still compute the adapted policy."""
+    from peft import PeftModel
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+    base = GPT2LMHeadModel(cfg).eval()
+    base.save_pretrained(tmp_path / "base")
+    assert {"c_attn", "c_fc", "c_proj"} <= set(lora.linear_module_names(base))
+    model = lora.apply_lora(base, _lcfg()).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_" in n:
+                p.normal_(0, 0.1)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    want = model(input_ids=ids).logits
+    plain = lora.merged_copy(model)
+    torch.testing.assert_close(plain(input_ids=ids).logits, want, atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "adapter")
+    again = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
+    assert torch.equal(again(input_ids=ids).logits, want)

@@ -118,3 +118,13 @@ def test_lora_grpo_raises_heldout_reward(tiny_model_dir, tmp_path):
     after = _heldout_reward(tr)
     print("held-out digits per response", before, "->", after)
     assert after > before + 4.0, (before, after)
+
+
+def test_async_rollout_syncs_adapters_only(tiny_model_dir, tmp_path):
+    tr = Trainer(_cfg(tiny_model_dir, tmp_path, "a", "trainer.steps=2", "async_rollout.enabled=true"), log=lambda *a: None)
+    tr.run()
+    adapter_mb = sum(p.numel() * p.element_size() for p in tr.model.parameters() if p.requires_grad) / 2**20
+    full_mb = sum(p.numel() * p.element_size() for p in tr.model.parameters()) / 2**20
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    sent = [r["sync/weights_mb"] for r in rows if "sync/weights_mb" in r]
+    assert sent and all(s == adapter_mb for s in sent) and adapter_mb < full_mb / 5, (sent, adapter_mb, full_mb)

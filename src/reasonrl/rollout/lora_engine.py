@@ -32,9 +32,15 @@ def is_lora(model: Any) -> bool:
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
+def _is_adapter(name: str) -> bool:
+    """peft names every LoRA tensor ``...lora_A``/``lora_B``/``lora_embedding_*``/``lora_magnitude_vector``."""
+    return ".lora_" in name
+
+
 def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors under their full module names: all a LoRA weight sync has to move."""
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    """The adapter tensors under their full module names: all a LoRA weight sync has to move (by name, so a
+    frozen copy of the policy, such as the async producer's, gives the same names as the learner's)."""
+    return {n: p.detach() for n, p in model.named_parameters() if _is_adapter(n)}
 
 
 def sync_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -45,7 +51,7 @@ def sync_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def load_adapter_tensors(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy adapter tensors (``adapter_state_dict`` names) into ``model`` in place; other names are refused."""
     own = dict(model.named_parameters())
-    bad = [k for k in weights if k not in own or not own[k].requires_grad]
+    bad = [k for k in weights if k not in own or not _is_adapter(k)]
     if bad:
         raise ValueError(f"a LoRA policy takes adapter tensors only; got {len(bad)} other name(s), e.g. {bad[:3]}")
     with torch.no_grad():
