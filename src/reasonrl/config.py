@@ -184,6 +184,14 @@ class RewardConfig(_Section):
         return self
 
 
+TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracker -> the module it imports (trackers extra)
+
+
+def tracker_missing_message(name: str) -> str:
+    return (f"trainer.trackers includes {name!r} but the {TRACKER_PACKAGES[name]} package is not installed: "
+            f"pip install 'reasonrl[trackers]' (or drop {name!r} from trainer.trackers)")
+
+
 class TrainerConfig(_Section):
     steps: int = Field(100, ge=0, description="RL steps (one rollout batch each).")
     prompts_per_step: int = Field(16, ge=1, description="Prompts per rollout batch.")
@@ -200,9 +208,22 @@ class TrainerConfig(_Section):
     overwrite: bool = Field(False, description=(
         "A fresh run (resume=false) into a run directory that already holds a run deletes that run first; "
         "without it such a run is refused (CLI: --overwrite)."))
-    tensorboard: bool = Field(True, description="Also write TensorBoard event files.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard event files (false drops 'tensorboard' from trackers).")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(["tensorboard"], description=(
+        "Experiment trackers that get every metrics.jsonl row under the same keys: tensorboard (<run>/tensorboard), "
+        "wandb (offline into <run>/wandb unless WANDB_MODE says otherwise), mlflow (local file store <run>/mlruns "
+        "unless MLFLOW_TRACKING_URI is set). wandb and mlflow need the 'trackers' extra. docs/trackers.md."))
     progress: bool = Field(True, description="Show a progress bar.")
     max_time_s: float = Field(0.0, ge=0, description="Stop RL after this many seconds (0 = no limit); used for equal-wall-clock controls.")
+
+    @field_validator("trackers")
+    @classmethod
+    def _tracker_installed(cls, v: list[str]) -> list[str]:
+        """A tracker whose package is missing fails at load, naming the extra, not after the first step."""
+        missing = [t for t in v if t in TRACKER_PACKAGES and importlib.util.find_spec(TRACKER_PACKAGES[t]) is None]
+        if missing:
+            raise ValueError(tracker_missing_message(missing[0]))
+        return list(dict.fromkeys(v))
 
 
 class OptimConfig(_Section):

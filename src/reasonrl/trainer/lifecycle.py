@@ -36,7 +36,7 @@ def start_run(tr) -> tuple[Any, dict[str, Any], list[bool] | None]:
     if c.trainer.resume:
         try_resume(tr, required=c.trainer.resume is True)
     tr.rundir.write_config(c)
-    logger = RunLogger(tr.run_dir, tensorboard=c.trainer.tensorboard)
+    logger = RunLogger(tr.run_dir, tensorboard=c.trainer.tensorboard, trackers=c.trainer.trackers, run_name=c.run.name)
     logger.truncate_after(tr.step)
     key = eval_key(c, tr.test_tasks)
     before = tr.rundir.load_eval_before(key)  # reused only if computed under exactly these settings

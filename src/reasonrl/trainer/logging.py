@@ -1,4 +1,10 @@
-"""Per-step logging: metrics.jsonl, TensorBoard events, samples.jsonl, and a progress bar."""
+"""Per-step logging: metrics.jsonl, samples.jsonl, the experiment trackers, and a progress bar.
+
+``metrics.jsonl`` is the record; every tracker named in ``trainer.trackers`` gets each row under the same
+keys through one small interface (``Tracker``: ``log(row, step)``, ``close()``), registered in
+``TRACKERS``: TensorBoard (``torch.utils.tensorboard``), Weights & Biases (``wandb``, offline by default)
+and MLflow (``mlflow`` client, a local file store by default). docs/trackers.md.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import json
 import math
 import os
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +40,181 @@ def _eval_only(row: dict[str, Any]) -> bool:
     return "eval/pass@1" in row and all(k == "step" or k.startswith("eval/") for k in row)
 
 
+def _scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The row's finite numbers, without ``step``: what every tracker receives."""
+    return {k: float(v) for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+class Tracker:
+    """One experiment tracker. ``resume_step``: the step a resumed run restarts after (``None`` = fresh run);
+    rows of steps after it are replayed and, bit-identical, arrive again."""
+
+    name = ""
+
+    def __init__(self, run_dir: Path, run_name: str, resume_step: int | None):
+        self.run_dir, self.run_name, self.resume_step = run_dir, run_name, resume_step
+
+    def log(self, row: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardTracker(Tracker):
+    """Event files in ``<run>/tensorboard``; on resume events from the restart step on are purged
+    (``SummaryWriter(purge_step=S)``), so replayed steps never appear twice."""
+
+    name = "tensorboard"
+
+    def __init__(self, run_dir, run_name, resume_step):
+        super().__init__(run_dir, run_name, resume_step)
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb_dir = run_dir / "tensorboard"
+        purge = resume_step if resume_step is not None and tb_dir.is_dir() and any(tb_dir.iterdir()) else None
+        self.writer = SummaryWriter(str(tb_dir), purge_step=purge)
+
+    def log(self, row, step):
+        for k, v in row.items():
+            self.writer.add_scalar(k, v, step)
+
+    def close(self):
+        self.writer.close()
+
+
+def _stored_id(run_dir: Path, name: str, resume_step: int | None, make) -> str:
+    """The tracker's run id kept in ``<run>/trackers.json``: a resumed run continues its tracker run."""
+    path = run_dir / "trackers.json"
+    ids = json.loads(path.read_text()) if path.exists() else {}
+    if resume_step is None or name not in ids:
+        ids[name] = make()
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(ids, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    return ids[name]
+
+
+class WandbTracker(Tracker):
+    """A W&B run in ``<run>/wandb``. Offline unless ``WANDB_MODE`` is set (``wandb sync <run>/wandb/offline-run-*``
+    uploads it later), so a run never waits on a login. Resume continues the same W&B run id and skips the
+    steps up to the checkpoint (W&B has them); steps the killed process sent after its last checkpoint are
+    sent again, with identical values."""
+
+    name = "wandb"
+
+    def __init__(self, run_dir, run_name, resume_step):
+        super().__init__(run_dir, run_name, resume_step)
+        wandb = _import_tracker("wandb")
+        run_id = _stored_id(run_dir, self.name, resume_step, lambda: uuid.uuid4().hex[:12])
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "reasonrl"), name=run_name, id=run_id,
+                              dir=str(run_dir), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
+                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        self.last_step = -1 if resume_step is None else resume_step + 1
+
+    def log(self, row, step):
+        if step < self.last_step:
+            return  # W&B's steps only go forward; this step is already there
+        self.last_step = step
+        self.run.log(row, step=step)
+
+    def close(self):
+        self.run.finish()
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow's metric names allow letters, digits and ``_-./ :`` only: ``eval/pass@1`` -> ``eval/pass_at_1``."""
+    return key.replace("@", "_at_")
+
+
+class MlflowTracker(Tracker):
+    """An MLflow run in the experiment ``reasonrl`` (``MLFLOW_EXPERIMENT_NAME`` overrides) of the local file
+    store ``<run>/mlruns`` (``MLFLOW_TRACKING_URI`` overrides); browse with ``mlflow ui --backend-store-uri``.
+    Resume continues the same MLflow run; replayed steps are logged again with their identical values
+    (MLflow keeps every logged point)."""
+
+    name = "mlflow"
+
+    def __init__(self, run_dir, run_name, resume_step):
+        super().__init__(run_dir, run_name, resume_step)
+        _import_tracker("mlflow")
+        from mlflow.tracking import MlflowClient
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # MLflow 3.x keeps the file store in maintenance mode behind this opt-in; no database needed
+            uri = (run_dir / "mlruns").resolve().as_uri()
+            if not os.environ.get("MLFLOW_ALLOW_FILE_STORE"):
+                os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        self.client = MlflowClient(tracking_uri=uri)
+        exp_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "reasonrl")
+        exp = self.client.get_experiment_by_name(exp_name)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(exp_name)
+        self.run_id = _stored_id(run_dir, self.name, resume_step,
+                                 lambda: self.client.create_run(exp_id, run_name=run_name).info.run_id)
+        if resume_step is not None:
+            self.client.update_run(self.run_id, status="RUNNING")
+
+    def log(self, row, step):
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(mlflow_key(k), v, now, step) for k, v in row.items()],
+                              synchronous=True)
+
+    def close(self):
+        self.client.set_terminated(self.run_id)
+
+
+TRACKERS: dict[str, type[Tracker]] = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
+"""``trainer.trackers`` name -> class. A new tracker: a ``Tracker`` subclass, one line here, its name in
+``TrainerConfig.trackers`` (and its package in ``config.TRACKER_PACKAGES``)."""
+
+
+def _import_tracker(name: str):
+    import importlib
+
+    from reasonrl.config import TRACKER_PACKAGES, tracker_missing_message
+    from reasonrl.errors import ConfigError
+
+    try:
+        return importlib.import_module(TRACKER_PACKAGES[name])
+    except ImportError as e:
+        raise ConfigError(tracker_missing_message(name)) from e
+
+
 class RunLogger:
-    """Appends to ``metrics.jsonl`` / ``samples.jsonl`` (fsynced per row) and TensorBoard.
+    """Appends to ``metrics.jsonl`` / ``samples.jsonl`` (fsynced per row) and sends each metrics row to the
+    trackers (``trackers``: names in ``TRACKERS``; ``tensorboard=False`` drops TensorBoard from them).
 
     Resuming at step S (:meth:`truncate_after`) makes every file what an uninterrupted run had at
     the checkpoint of step S: rows past S go, and so does a final evaluation logged at S (it is
     redone at the end); TensorBoard events from S on are purged (``SummaryWriter(purge_step=S)``)
-    and the kept rows of step S are written again, so replayed steps never appear twice.
+    and the kept rows of step S are sent again, so replayed steps never appear twice there.
+    Trackers open on the first row, so they know whether the run is resumed.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, trackers: list[str] | None = None,
+                 run_name: str | None = None):
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.samples_path = self.run_dir / "samples.jsonl"
-        self.tensorboard = tensorboard
-        self.tb = None
-        self._purge_step: int | None = None
+        names = ["tensorboard"] if trackers is None else list(trackers)
+        self.tracker_names = [n for n in names if tensorboard or n != "tensorboard"]
+        self.run_name = run_name or self.run_dir.name
+        self.trackers: list[Tracker] | None = None
+        self._resume_step: int | None = None
 
-    def _writer(self):
-        if self.tb is None and self.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is a dependency; tolerate a broken install
-                self.tensorboard = False
-                return None
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self._purge_step)
-        return self.tb
+    def _open_trackers(self) -> list[Tracker]:
+        if self.trackers is None:
+            self.trackers = []
+            for name in self.tracker_names:
+                try:
+                    self.trackers.append(TRACKERS[name](self.run_dir, self.run_name, self._resume_step))
+                except ImportError:  # tensorboard is a dependency; tolerate a broken install of it only
+                    if name != "tensorboard":
+                        raise
+        return self.trackers
 
     def _append(self, path: Path, row: dict[str, Any]) -> None:
         with open(path, "a") as f:
@@ -98,11 +255,10 @@ class RunLogger:
                 if path is self.metrics_path and s == step:
                     kept_rows.append(row)
             self._rewrite(path, keep)
-        tb_dir = self.run_dir / "tensorboard"
-        if self.tensorboard and tb_dir.is_dir() and any(tb_dir.iterdir()):
-            self._purge_step = step
+        if step > 0:
+            self._resume_step = step
             for row in kept_rows:
-                self._tb_row(row)
+                self._track(row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         from reasonrl.report.plots import read_metrics
@@ -111,7 +267,7 @@ class RunLogger:
 
     def log(self, row: dict[str, Any]) -> None:
         self._append(self.metrics_path, row)
-        self._tb_row(row)
+        self._track(row)
 
     def log_before(self, row: dict[str, Any]) -> None:
         """Log the step-0 evaluation unless this very row is already there; another step-0
@@ -125,13 +281,10 @@ class RunLogger:
             self._rewrite(self.metrics_path, [x for x in lines if x not in stale])
         self.log(row)
 
-    def _tb_row(self, row: dict[str, Any]) -> None:
-        tb = self._writer()
-        if tb is not None:
-            step = int(row.get("step", 0))
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    tb.add_scalar(k, v, step)
+    def _track(self, row: dict[str, Any]) -> None:
+        vals = _scalars(row)
+        for t in self._open_trackers():
+            t.log(vals, int(row.get("step", 0)))
 
     def samples(self, step: int, batch: Rollouts, tasks: list, k: int) -> None:
         if k <= 0:
@@ -145,8 +298,9 @@ class RunLogger:
                 "correct": bool(batch.info.get("correct", [False] * n)[i])})
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for t in self.trackers or []:
+            t.close()
+        self.trackers = None
 
     @contextlib.contextmanager
     def progress(self, total: int, start: int = 0, enabled: bool = True):
