@@ -113,3 +113,38 @@ def test_static_export_shows_the_same_page_offline(runs, browser, tmp_path):
     assert dist == 5
     shot(browser, "static_export.png")
     assert console_errors(browser) == []
+
+
+def test_real_tiny_run_samples_are_shaded_per_token(browser, tmp_path):
+    """A real (2-step) training run's samples.jsonl: the browser shades each response token by the
+    sampler's -log-prob, and the hover text carries the logged values."""
+    from reasonrl.config import load_config
+    from reasonrl.models.tiny import TinySpec, _tokenizer_corpus, build_model
+    from reasonrl.models.tokenizer import train_tokenizer
+    from reasonrl.trainer.loop import Trainer
+
+    spec = TinySpec(hidden=32, layers=1, heads=2, ffn=64, demos=50, seed=0)
+    tok = train_tokenizer(_tokenizer_corpus(spec), 128)
+    build_model(spec, tok).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    cfg = load_config(None, [f"model.path={tmp_path / 'model'}", f"run.out_dir={tmp_path / 'runs'}", "run.name=real",
+                             "run.threads=1", "data.eval_size=4", "rollout.n=2", "rollout.max_new_tokens=8",
+                             "trainer.prompts_per_step=2", "trainer.steps=1", "trainer.log_samples=2",
+                             "trainer.progress=false", "trainer.tensorboard=false", "eval.k=2"])
+    Trainer(cfg, log=lambda *a: None).run()
+    logged = [json.loads(x) for x in (tmp_path / "runs" / "real" / "samples.jsonl").read_text().splitlines()]
+    first = logged[0]
+    out = export_static([tmp_path / "runs" / "real"], tmp_path / "real.html")
+    browser.get(out.as_uri())
+    browser.execute_script("const s = document.getElementById('sample-run'); s.value = 'real';"
+                           "s.dispatchEvent(new Event('change'));")
+    wait_for(browser, "return document.querySelectorAll('tr.sample').length", lambda v: v == len(logged))
+    spans = browser.execute_script(
+        "return [...document.querySelectorAll('tr.sample')].map(r => [...r.querySelectorAll('span.tok')]"
+        ".map(s => [s.textContent, s.title, getComputedStyle(s).backgroundColor]))")
+    shown = next(s for s in spans if "".join(t[0] for t in s) == "".join(t[0] for t in first["tokens"]))
+    assert len(shown) == len(first["tokens"]) > 0
+    assert shown[0][1].startswith("log-prob ") and "entropy " in shown[0][1]
+    assert all(bg not in ("rgba(0, 0, 0, 0)", "transparent") for _, _, bg in shown)  # every token shaded
+    shot(browser, "real_run_tokens.png")
+    assert console_errors(browser) == []

@@ -183,6 +183,59 @@ def _import_tracker(name: str):
         raise ConfigError(tracker_missing_message(name)) from e
 
 
+def sample_rows(n: int, k: int) -> list[int]:
+    """The rows of an ``n``-row batch that ``samples.jsonl`` gets: ``k`` spread evenly."""
+    return list(range(0, n, max(1, n // k))[:k]) if k > 0 else []
+
+
+def sample_entropy(model: Any, batch: Rollouts, cfg: Any) -> dict[int, Any]:
+    """Per-token entropy of the policy, before this step's update, on the rows ``samples.jsonl`` gets: a
+    no-grad eval-mode forward of ``trainer.log_samples`` rows (no dropout, so no RNG is drawn)."""
+    import torch
+
+    from reasonrl.rollout.logprobs import sequence_logprobs
+
+    rows = sample_rows(len(batch), cfg.trainer.log_samples)
+    if not rows:
+        return {}
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, ent = sequence_logprobs(model, batch.select(torch.tensor(rows)), temperature=cfg.rollout.temperature,
+                                       micro_batch=cfg.trainer.micro_batch, with_entropy=True)
+    finally:
+        model.train(was)
+    return {r: ent[j].cpu() for j, r in enumerate(rows)} if ent is not None else {}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def token_details(batch: Rollouts, i: int, tokenizer: Any, entropy: Any = None) -> dict[str, Any]:
+    """Row ``i``'s ``tokens`` (``[text, logp, entropy, advantage]`` per real response token) and ``advantage``.
+
+    A token's text is what it adds to the decoded prefix, so the pieces join to the decoded response even
+    where one character spans several byte-level tokens. ``logp`` and ``advantage`` are null on tokens the
+    policy did not generate (tool output)."""
+    valid = batch.response_valid[i].bool()
+    ids = batch.response_ids[i][valid].tolist()
+    gen = batch.loss_mask[i][valid].bool().tolist()
+    logp = batch.rollout_logp[i][valid].tolist()
+    ent = entropy[valid.to(entropy.device)].tolist() if entropy is not None else [None] * len(ids)
+    adv_t = batch.policy_advantages
+    adv = adv_t[i][valid].tolist() if adv_t is not None else [None] * len(ids)
+    tokens, prev = [], ""
+    for j in range(len(ids)):
+        text = tokenizer.decode(ids[: j + 1], skip_special_tokens=False)
+        piece = text[len(prev):] if text.startswith(prev) else tokenizer.decode(ids[j: j + 1], skip_special_tokens=False)
+        prev = text
+        tokens.append([piece, _r(logp[j]) if gen[j] else None, _r(ent[j]), _r(adv[j]) if gen[j] else None])
+    trained = [a for a, g in zip(adv, gen) if g and a is not None]
+    return {"tokens": tokens, "advantage": _r(sum(trained) / len(trained)) if trained else None}
+
+
 class RunLogger:
     """Appends to ``metrics.jsonl`` / ``samples.jsonl`` (fsynced per row) and sends each metrics row to the
     trackers (``trackers``: names in ``TRACKERS``; ``tensorboard=False`` drops TensorBoard from them).
@@ -286,16 +339,23 @@ class RunLogger:
         for t in self._open_trackers():
             t.log(vals, int(row.get("step", 0)))
 
-    def samples(self, step: int, batch: Rollouts, tasks: list, k: int) -> None:
+    def samples(self, step: int, batch: Rollouts, tasks: list, k: int, tokenizer: Any = None,
+                entropy: dict[int, Any] | None = None) -> None:
+        """``k`` rows of the step (``sample_rows``) to ``samples.jsonl``. With ``tokenizer``, each also gets
+        ``tokens``: ``[text, logp, entropy, advantage]`` per response token (the dashboard shades by them;
+        ``logp`` is the sampler's, ``entropy`` from ``sample_entropy``, null where unknown) and ``advantage``
+        (the row's mean over its trained tokens)."""
         if k <= 0:
             return
         n = len(batch)
-        for i in range(0, n, max(1, n // k))[:k]:
+        for i in sample_rows(n, k):
             t = tasks[batch.task_index[i]]
-            self._append(self.samples_path, {
-                "step": step, "uid": t.uid, "prompt": t.prompt, "answer": t.answer,
-                "response": batch.response_text[i], "reward": float(batch.rewards[i]),
-                "correct": bool(batch.info.get("correct", [False] * n)[i])})
+            row = {"step": step, "uid": t.uid, "prompt": t.prompt, "answer": t.answer,
+                   "response": batch.response_text[i], "reward": float(batch.rewards[i]),
+                   "correct": bool(batch.info.get("correct", [False] * n)[i])}
+            if tokenizer is not None:
+                row.update(token_details(batch, i, tokenizer, (entropy or {}).get(i)))
+            self._append(self.samples_path, row)
 
     def close(self) -> None:
         for t in self.trackers or []:

@@ -21,6 +21,7 @@ from reasonrl.models.resolve import resolve_model  # noqa: F401  (compatibility:
 from reasonrl.trainer import lifecycle
 from reasonrl.trainer.build import build
 from reasonrl.trainer.learner import TrainingError  # noqa: F401  (re-exported: the loop's error type)
+from reasonrl.trainer.logging import sample_entropy
 from reasonrl.trainer.sampler import BatchSampler
 
 
@@ -81,6 +82,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 with self.scale.guard(self.step):  # default: exactly self.collect() and self.update()
                     batch, tasks, m = self.scale.collect()
+                    sample_ent = sample_entropy(self.model, batch, c)  # samples.jsonl's rows, before the update
                     m.update(self.scale.update(batch, tasks))
                 self.step += 1
                 m["step"] = self.step
@@ -92,7 +94,7 @@ class Trainer:
                 if self.probe and self.probe.due(self.step):
                     m.update(lifecycle.probe_metrics(self, self.step))
                 logger.log(m)
-                logger.samples(self.step, batch, tasks, c.trainer.log_samples)
+                logger.samples(self.step, batch, tasks, c.trainer.log_samples, tokenizer=self.tok, entropy=sample_ent)
                 bar.update(self.step, m)
                 if c.trainer.save_every and self.step % c.trainer.save_every == 0:
                     self.save_checkpoint()
