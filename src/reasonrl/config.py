@@ -78,6 +78,13 @@ class ModelConfig(_Section):
         "Train LoRA adapters (peft) instead of every weight: null = full fine-tuning; set any field "
         "(model.lora.rank=8) to enable. Needs the 'lora' extra. docs/lora.md."))
 
+    @field_validator("lora")
+    @classmethod
+    def _peft_installed(cls, v: "LoraConfig | None") -> "LoraConfig | None":
+        if v is not None and importlib.util.find_spec("peft") is None:
+            raise ValueError("LoRA needs the peft package: pip install 'reasonrl[lora]' (or model.lora=null)")
+        return v
+
 
 class DataConfig(_Section):
     train: str = Field("builtin:arith", description=(
@@ -521,6 +528,9 @@ def describe_fields() -> str:
             for fname, f in ann.model_fields.items():
                 default = f.default_factory() if f.default_factory else f.default
                 out.append(f"  {fname} = {default!r}\n      {f.description}")
+                sub = [a for a in getattr(f.annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+                for sf_name, sf in (sub[0].model_fields.items() if sub else ()):  # an optional sub-section (model.lora)
+                    out.append(f"    {fname}.{sf_name} = {sf.default!r}\n        {sf.description}")
         else:
             out.append(f"{sec_name}: {sec_field.description}")
     return "\n".join(out)

@@ -1,6 +1,8 @@
 """models/lora.py and rollout/lora_engine.py without a training loop: config validation, the merged
 sampling copy, the adapter-only weight sync, the reference view, unsupported combinations."""
 
+import sys
+
 import pytest
 import torch
 
@@ -152,3 +154,10 @@ def test_any_hf_causal_lm_gpt2_conv1d_merge_and_adapter_round_trip(tmp_path):
     model.save_pretrained(tmp_path / "adapter")
     again = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(tmp_path / "base"), tmp_path / "adapter").eval()
     assert torch.equal(again(input_ids=ids).logits, want)
+
+
+def test_missing_peft_fails_at_load_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ConfigError, match=r"model.lora: LoRA needs the peft package: pip install 'reasonrl\[lora\]'"):
+        load_config(None, ["model.lora.rank=4"])
+    load_config(None, [])  # full fine-tuning needs no peft
