@@ -116,8 +116,8 @@ def test_static_export_shows_the_same_page_offline(runs, browser, tmp_path):
 
 
 def test_real_tiny_run_samples_are_shaded_per_token(browser, tmp_path):
-    """A real (2-step) training run's samples.jsonl: the browser shades each response token by the
-    sampler's -log-prob, and the hover text carries the logged values."""
+    """A real (1-step) training run's report.html embeds the dashboard export, whose sample browser shades
+    each response token by the sampler's -log-prob, the hover text carrying the logged values."""
     from reasonrl.config import load_config
     from reasonrl.models.tiny import TinySpec, _tokenizer_corpus, build_model
     from reasonrl.models.tokenizer import train_tokenizer
@@ -131,11 +131,16 @@ def test_real_tiny_run_samples_are_shaded_per_token(browser, tmp_path):
                              "run.threads=1", "data.eval_size=4", "rollout.n=2", "rollout.max_new_tokens=8",
                              "trainer.prompts_per_step=2", "trainer.steps=1", "trainer.log_samples=2",
                              "trainer.progress=false", "trainer.tensorboard=false", "eval.k=2"])
-    Trainer(cfg, log=lambda *a: None).run()
-    logged = [json.loads(x) for x in (tmp_path / "runs" / "real" / "samples.jsonl").read_text().splitlines()]
+    from reasonrl.report import build_report
+
+    run = tmp_path / "runs" / "real"
+    report = build_report(run, Trainer(cfg, log=lambda *a: None).run())
+    logged = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     first = logged[0]
-    out = export_static([tmp_path / "runs" / "real"], tmp_path / "real.html")
-    browser.get(out.as_uri())
+    # report.html embeds the static export: open the report, then look inside its frame
+    browser.get(report.as_uri())
+    browser.switch_to.frame(browser.find_element("css selector", "iframe.dashboard"))
+    assert wait_for(browser, TRACE_LENGTHS, lambda v: v and len(v) == 1) == [["real", 1]]
     browser.execute_script("const s = document.getElementById('sample-run'); s.value = 'real';"
                            "s.dispatchEvent(new Event('change'));")
     wait_for(browser, "return document.querySelectorAll('tr.sample').length", lambda v: v == len(logged))
@@ -146,5 +151,6 @@ def test_real_tiny_run_samples_are_shaded_per_token(browser, tmp_path):
     assert len(shown) == len(first["tokens"]) > 0
     assert shown[0][1].startswith("log-prob ") and "entropy " in shown[0][1]
     assert all(bg not in ("rgba(0, 0, 0, 0)", "transparent") for _, _, bg in shown)  # every token shaded
-    shot(browser, "real_run_tokens.png")
+    browser.switch_to.default_content()
+    shot(browser, "real_run_report.png")
     assert console_errors(browser) == []

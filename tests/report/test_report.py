@@ -134,3 +134,26 @@ def test_report_without_metrics_or_optional_keys(tmp_path):
     build_report(tmp_path, {})
     assert not (tmp_path / "plots" / "kl.png").exists()
     assert 'src="plots/kl.png"' not in write_report(tmp_path, {}).read_text()
+
+
+def test_report_embeds_the_dashboard_export(tmp_path):
+    pytest.importorskip("plotly", reason="the dashboard export needs the 'dashboard' extra")
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_metrics(run / "metrics.jsonl")
+    with open(run / "samples.jsonl", "w") as f:
+        f.write(json.dumps({"step": 1, "prompt": "q", "response": "ab", "reward": 1.0,
+                            "tokens": [["a", -0.5, 1.0, 0.3], ["b", -1.5, 2.0, 0.3]]}) + "\n")
+    text = build_report(run, {"pass@1_after": 0.5}).read_text()
+    dash = run / "dashboard.html"
+    assert dash.is_file() and '<iframe src="dashboard.html"' in text and 'href="dashboard.html"' in text
+    assert "<script" not in text  # the report itself stays script-free; the export carries plotly.js
+    assert "<th>tokens</th>" not in text  # per-token data is shown shaded in the dashboard
+    d = dash.read_text()
+    assert "Plotly" in d and '"tokens"' in d
+
+
+def test_no_dashboard_for_a_folder_without_a_run(tmp_path):
+    build_report(tmp_path, {"only": 1})
+    assert not (tmp_path / "dashboard.html").exists()
+    assert "<iframe" not in (tmp_path / "report.html").read_text()

@@ -1,7 +1,10 @@
 """``report.html``: one self-contained page per run.
 
 No JavaScript, no external CSS or fonts, so the page opens offline and from a copied run
-directory; plots are referenced by relative path (``plots/<name>.png``). Everything that comes
+directory; plots are referenced by relative path (``plots/<name>.png``). When the run directory holds
+the dashboard's static export (``dashboard.html``, self-contained, written by ``build_report``), the
+report embeds it in an iframe: the interactive plots, distributions and sample browser, kept in their
+own file so the report itself stays small and script-free. Everything that comes
 from the run (config text, sample prompts and responses, summary keys) is HTML-escaped: model
 output is untrusted and routinely contains ``<`` and ``&``.
 """
@@ -35,6 +38,7 @@ td.text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size
           max-width: 600px; overflow-wrap: anywhere; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
 .plots img { max-width: 100%; display: block; margin: .5em 0 1.5em; }
+iframe.dashboard { width: 100%; height: 1400px; border: 1px solid #ccc; }
 """
 
 
@@ -109,8 +113,8 @@ def _samples_section(path: Path) -> str:
     if not rows:
         return "<p>samples.jsonl has no rows.</p>"
     cols: list[str] = []
-    for row in rows:
-        cols += [str(k) for k in row if str(k) not in cols]
+    for row in rows:  # per-token data is the dashboard's to show (shaded), not a table cell's
+        cols += [str(k) for k in row if str(k) not in cols and k != "tokens"]
     head = "<tr>" + "".join(f"<th>{_esc(c)}</th>" for c in cols) + "</tr>"
     body = "".join(
         "<tr>" + "".join(_cell(row.get(c, "")) for c in cols) + "</tr>" for row in rows
@@ -144,6 +148,11 @@ def write_report(
         "<h2>Training curves</h2>",
         _plots_section(run_dir),
     ]
+    if (run_dir / "dashboard.html").is_file():
+        parts += ["<h2>Dashboard</h2>",
+                  '<p>Interactive plots, distributions and the sample browser with per-token shading '
+                  '(<a href="dashboard.html">open on its own</a>).</p>',
+                  '<iframe src="dashboard.html" title="run dashboard" class=dashboard></iframe>']
     links = [n for n in ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml")
              if (run_dir / n).is_file()]
     if links:
