@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-NAME_ONLY = ("report.html", ".lock")
+NAME_ONLY = ("report.html", "dashboard.html", ".lock")  # derived from the compared logs, or embedding timings
 
 
 def _timing(key: str) -> bool:
