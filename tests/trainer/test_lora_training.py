@@ -128,3 +128,13 @@ def test_async_rollout_syncs_adapters_only(tiny_model_dir, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     sent = [r["sync/weights_mb"] for r in rows if "sync/weights_mb" in r]
     assert sent and all(s == adapter_mb for s in sent) and adapter_mb < full_mb / 5, (sent, adapter_mb, full_mb)
+
+
+def test_resume_of_a_lora_checkpoint_without_lora_is_refused(tiny_model_dir, tmp_path):
+    from reasonrl.errors import ConfigError
+
+    Trainer(_cfg(tiny_model_dir, tmp_path, "r", "trainer.steps=1", "trainer.save_every=1"), log=lambda *a: None).run()
+    full = load_config(None, tiny_overrides(tiny_model_dir, tmp_path, "r") + [
+        "trainer.steps=2", "trainer.resume=true", "trainer.tensorboard=false"])
+    with pytest.raises(ConfigError, match="holds a LoRA adapter"):
+        Trainer(full, log=lambda *a: None).run()

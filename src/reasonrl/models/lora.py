@@ -74,7 +74,7 @@ def check_supported(cfg: Any) -> None:
         raise ConfigError("model.lora with rollout.engine=vllm is not supported; use rollout.engine=hf or native")
     if cfg.distributed.mode == "ray":
         raise ConfigError("model.lora with distributed.mode=ray is not supported yet; use a single process "
-                          "(distributed.mode=none) or full fine-tuning (model.lora=null)")
+                          "(distributed.mode=local) or full fine-tuning (model.lora=null)")
 
 
 class _ReferenceView(torch.nn.Module):
@@ -108,20 +108,28 @@ def reference_view(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def load_checkpoint_adapter(model: torch.nn.Module, model_dir: Path) -> None:
-    """Load a checkpoint's ``adapter_model.safetensors`` into the LoRA policy (bit-exact)."""
+def load_checkpoint_adapter(model: torch.nn.Module, model_dir: Path) -> bool:
+    """Load a checkpoint's ``adapter_model.safetensors`` into a LoRA policy (bit-exact) and return True;
+    False for a full-fine-tuning policy and checkpoint (the caller loads the HF model). A mismatch between
+    the two fails naming ``model.lora``."""
+    path = Path(model_dir) / ADAPTER_FILE
+    if not is_lora(model):
+        if path.is_file():
+            raise ConfigError(f"{model_dir} holds a LoRA adapter: resume with the model.lora settings the run was "
+                              "trained with")
+        return False
     from safetensors.torch import load_file
 
     peft = require_peft()
-    path = Path(model_dir) / ADAPTER_FILE
     if not path.is_file():
         raise ConfigError(f"{model_dir} holds no {ADAPTER_FILE}: this checkpoint was written without model.lora; "
-                          "resume it with the config it was trained with")
+                          "resume it with the config it was trained with (model.lora=null)")
     res = peft.set_peft_model_state_dict(model, load_file(str(path)))
     unexpected = getattr(res, "unexpected_keys", [])
     if unexpected:
         raise ConfigError(f"{path} does not fit model.lora as configured (unexpected tensors {unexpected[:3]}); "
                           "resume with the LoRA settings the run was trained with")
+    return True
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, run_dir: Path) -> Path:

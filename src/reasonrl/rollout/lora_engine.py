@@ -7,7 +7,7 @@
   rewritten in place as base + the adapter's update (one small ``B @ A`` product per layer).
 
 ``load_weights`` (a copy of the policy, e.g. the async producer's) takes the adapter tensors only
-(``models.adapter_state_dict``); a full state dict is refused, so a sync can never silently move
+(``adapter_state_dict``); a full state dict is refused, so a sync can never silently move
 the base weights.
 """
 

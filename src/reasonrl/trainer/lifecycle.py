@@ -119,11 +119,9 @@ def try_resume(tr, required: bool = True) -> bool:
     if ck is None:
         tr.log(f"resume=auto: no committed checkpoint under {tr.run_dir / 'checkpoints'}; starting fresh")
         return False
-    from reasonrl.models.lora import is_lora, load_checkpoint_adapter
+    from reasonrl.models.lora import load_checkpoint_adapter
 
-    if is_lora(tr.model):  # the checkpoint holds the adapter only
-        load_checkpoint_adapter(tr.model, ck / "model")
-    else:
+    if not load_checkpoint_adapter(tr.model, ck / "model"):  # a LoRA checkpoint holds the adapter only
         from transformers import AutoModelForCausalLM
 
         loaded = AutoModelForCausalLM.from_pretrained(ck / "model", local_files_only=True,
