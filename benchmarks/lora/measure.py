@@ -1,5 +1,8 @@
-"""Checkpoint size, sync size and step time: full fine-tuning vs LoRA rank 8 on builtin:tiny (same run otherwise)."""
-import json, sys, time, tempfile, os
+"""Checkpoint size and step time: full fine-tuning vs LoRA rank 8 on one model (argv[1], default builtin:tiny),
+the same run otherwise. Results: benchmarks/lora/results.md."""
+import json
+import sys
+import tempfile
 from pathlib import Path
 from reasonrl.config import load_config
 from reasonrl.trainer.loop import Trainer
