@@ -103,7 +103,6 @@ def _heldout_reward(tr: Trainer) -> float:
     return sum(digit_reward(p, r, "", {}) for p, r in zip(prompts, ro.response_text)) / len(prompts)
 
 
-@pytest.mark.slow
 def test_lora_grpo_raises_heldout_reward(tiny_model_dir, tmp_path):
     """The setting and margin of test_learning.py's full-fine-tuning test, with rank-8 adapters on every
     linear layer (LoRA's usual 10x higher learning rate)."""
