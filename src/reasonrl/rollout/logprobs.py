@@ -184,3 +184,9 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def logprob_options(perf) -> dict:
+    """The ``sequence_logprobs`` keyword arguments of a ``PerfConfig`` (``perf.*``): every learner-side
+    log-prob (old, reference, new) uses the same ones, so an on-policy ratio starts at 1."""
+    return {"chunk_tokens": perf.logprob_chunk_tokens, "pack": perf.packing, "autocast": perf.autocast}

@@ -133,14 +133,14 @@ class Scale:
     def _offpolicy_correction(self, batch) -> dict[str, float]:
         """old_logp = the learner's log-probs before this update; per-token truncated IS log-weights."""
         from reasonrl.algorithms.offpolicy import truncated_is_log_weights
-        from reasonrl.rollout.logprobs import sequence_logprobs
+        from reasonrl.rollout.logprobs import logprob_options, sequence_logprobs
 
         c = self.t.cfg
         was = self.t.model.training
         self.t.model.eval()
         try:
             old, _ = sequence_logprobs(self.t.model, batch, temperature=c.rollout.temperature,
-                                       micro_batch=c.trainer.micro_batch)
+                                       micro_batch=c.trainer.micro_batch, **logprob_options(c.perf))
         finally:
             self.t.model.train(was)
         old = old.cpu()
