@@ -252,6 +252,12 @@ class AsyncRolloutConfig(_Section):
     is_cap: float = Field(2.0, gt=0, description=(
         "C of the truncated importance weight min(pi_old/pi_rollout, C) that multiplies each token's loss "
         "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; their default 2)."))
+    process: bool = Field(False, description=(
+        "Run the rollout producer in its own process (no GIL shared with the learner) instead of a thread; "
+        "the schedule, staleness bound and importance weights are the same (docs/performance.md#async)."))
+    rollout_threads: int = Field(0, ge=0, description=(
+        "process=true: torch threads of the rollout process; the learner keeps run.threads minus these (at least 1). "
+        "0 = half of run.threads (at least 1)."))
 
 
 class TTRLConfig(_Section):

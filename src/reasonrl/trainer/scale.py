@@ -66,6 +66,10 @@ class Scale:
             self.roles = RayRoles(c, trainer.tok, log=trainer.log)
             # each worker composed the configured engine and wrappers itself (make_rollout_engine)
             stage = make_rollout_stage(c, trainer.model, trainer.tok, base, engine=self.roles.engine)
+        elif c.async_rollout.enabled and c.async_rollout.process:  # the producer's stage in its own process
+            from reasonrl.trainer.async_rollout import process_sampler
+
+            trainer.sampler = process_sampler(c, trainer.model, trainer.tok)
         elif c.async_rollout.enabled:  # the producer samples from its own copy of the policy
             stage = make_rollout_stage(c, copy.deepcopy(trainer.model).eval().requires_grad_(False),
                                        copy.deepcopy(trainer.tok), base)
