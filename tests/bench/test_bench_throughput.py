@@ -55,7 +55,8 @@ def test_gpu_script_smoke_mode(tmp_path):
     assert res["smoke"] and not res["errors"]
     assert {r["variant"] for r in res["decode"]} == {"hf_dynamic", "hf_static", "native"}
     assert all(r["tok_s"] > 0 and r["roofline_tok_s"] > 0 for r in res["decode"])
-    assert {r["variant"] for r in res["learner"]} == {"hf_plain", "ours"}
+    assert {r["variant"] for r in res["learner"]} == {"hf_plain", "ours", "ours_fused"}
+    assert res["gemm_peak_tflops_measured"] > 0 and all(r["pct_measured_gemm_peak"] > 0 for r in res["learner"])
     assert "SMOKE RUN" in (tmp_path / "results.md").read_text()
 
 
@@ -94,7 +95,7 @@ def test_stage_roofline_by_hand():
 def test_step_arms_report_stage_roofline(tiny_model_dir, tmp_path):
     from reasonrl.bench.roofline import machine_peaks
 
-    s = _settings(tiny_model_dir, arms=["native"], steps=1)
+    s = {**_settings(tiny_model_dir), "arms": ["native"], "steps": 1}
     out = bt._run_interleaved(s)
     raw = out["native"]
     assert raw["learner_flops"][0] > 0 and raw["decode_bytes"][0] > 0 and raw["train_s"][0] > 0
