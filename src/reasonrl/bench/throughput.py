@@ -327,8 +327,9 @@ def bench_throughput(overrides: list[str]) -> int:
     run = BenchRun("throughput", command=command(s))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    print(f"[throughput] {', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps "
-          f"(load {run.load_before})", flush=True)
+    what = (f"learner variants {', '.join(st.variants)}: 1+{st.steps} rounds" if st.mode == "learner" else
+            f"{', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps")
+    print(f"[throughput] {what} (load {run.load_before})", flush=True)
     # a fresh process: the thread policy is applied before torch does any work
     proc = subprocess.run([sys.executable, "-m", "reasonrl.bench.throughput", json.dumps(s)], env=env,
                           capture_output=True, text=True, timeout=st.timeout_s)
