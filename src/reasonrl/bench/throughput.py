@@ -37,7 +37,9 @@ from reasonrl.bench.results import BenchRun, env_markdown
 from reasonrl.bench.throughput_learner import VARIANTS
 from reasonrl.provenance import write_atomic
 
-ARMS = ("native", "hf", "trl")
+ARMS = ("native", "native_ref", "hf", "trl")
+# native_ref: the native arm with the learner's reference path (perf.* off): before/after in one run
+_ARM_OVERRIDES = {"native_ref": ["perf.logprob_chunk_tokens=0", "perf.packing=false"]}
 
 
 class ThroughputSettings(BaseModel):
@@ -52,7 +54,7 @@ class ThroughputSettings(BaseModel):
     warmup: int = Field(2, ge=0, description="Unmeasured steps first (allocator, lazy init).")
     threads: int = Field(2, ge=1, description="torch intra-op threads in every arm (OMP_WAIT_POLICY=PASSIVE).")
     arms: list[str] = Field(default_factory=lambda: ["native", "hf", "trl"],
-                            description="Arms to run, stepped in turn (native, hf, trl).")
+                            description="Arms to run, stepped in turn (native, native_ref: native with perf.* off, hf, trl).")
     out: str = Field("benchmarks/throughput", description="Where results.json / results.md go.")
     timeout_s: float = Field(1800, gt=0, description="Per-arm wall-clock limit.")
     mode: Literal["step", "learner"] = Field("step", description=(
@@ -81,10 +83,11 @@ def _template(s: dict[str, Any]) -> str:
     return s["template"] or ("chat" if s["model"] == "builtin:smollm2" else "plain")
 
 
-def _our_config(s: dict[str, Any], engine: str, out_dir: str):
+def _our_config(s: dict[str, Any], arm: str, out_dir: str):
     from reasonrl.config import load_config
 
-    return load_config(None, [
+    engine = "native" if arm == "native_ref" else arm
+    return load_config(None, _ARM_OVERRIDES.get(arm, []) + [
         f"model.path={s['model']}", f"model.template={_template(s)}", f"rollout.engine={engine}",
         f"rollout.n={s['n']}", f"rollout.max_new_tokens={s['max_new_tokens']}", "rollout.temperature=1.0",
         f"trainer.prompts_per_step={s['prompts']}", "trainer.micro_batch=64", f"rollout.micro_batch={s['prompts'] * s['n']}",
@@ -113,7 +116,7 @@ class _OurArm:
         self.tr = tr = Trainer(_our_config(s, engine, tmp), log=lambda *a: None)
         rows = s["prompts"] * s["n"]
         # fixed-length completions: EOS does not stop a row (same token count as TRL with min_new_tokens)
-        tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine == "native"
+        tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine in ("native", "native_ref")
                      else HFEngine(tr.model, tr.tok, eos_token_ids=[], micro_batch=rows))
         self.raw: dict[str, list[float]] = {"step_s": [], "cpu_s": [], "gen_s": [], "gen_tokens": [], "mismatch": [],
                                             "train_s": [], "reward_s": [], "sync_s": [], "learner_flops": [],
@@ -374,6 +377,8 @@ def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     for arm in by:
         if arm != "trl" and "trl" in by:
             add("trl", arm)
+    if "native_ref" in by and "native" in by:
+        add("native_ref", "native")
     if "hf" in by and "native" in by:
         add("hf", "native")
         if "median_gen_s" in by["hf"] and "median_gen_s" in by["native"]:
