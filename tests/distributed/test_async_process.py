@@ -22,12 +22,14 @@ def _run(tmp_path, model_dir, name, extra):
 
 
 def test_process_producer_trains_like_the_thread_producer(tmp_path, tiny_model_dir):
+    threads_before = torch.get_num_threads()
     thread, start = _run(tmp_path, tiny_model_dir, "thread", ["trainer.steps=4"])
     proc, _ = _run(tmp_path, tiny_model_dir, "proc", ["trainer.steps=4", "async_rollout.process=true"])
     assert proc.scale.versions == thread.scale.versions == [(0, 0), (1, 0), (2, 1), (3, 2)]
     assert all(step - v <= 1 for step, v in proc.scale.versions)  # staleness bound 1
     sampler = proc.scale.async_.sampler
     assert type(sampler).__name__ == "ProcessSampler" and not sampler._proc.is_alive()  # closed with the run
+    assert torch.get_num_threads() == threads_before  # the learner's thread share ends with the child
     moved = False
     for k, a in thread.model.state_dict().items():
         b = proc.model.state_dict()[k]
@@ -47,14 +49,18 @@ def test_process_producer_resume_is_exact(tmp_path, tiny_model_dir):
 
 
 def test_rollout_process_failure_is_reported(tmp_path, tiny_model_dir):
-    from reasonrl.trainer.async_rollout import ProcessSampler
+    from reasonrl.trainer.async_rollout import process_sampler
 
     cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + FAST + ["async_rollout.process=true"])
     tr = Trainer(cfg)
-    s = ProcessSampler(cfg, torch.nn.Linear(2, 2), tr.tok, 1)  # not a causal LM: the child cannot build its stage
+    torch.set_num_threads(2)
     try:
+        s = process_sampler(cfg, torch.nn.Linear(2, 2), tr.tok)  # not a causal LM: the child cannot build its stage
+        assert torch.get_num_threads() == 1  # 2 threads split: 1 for the rollout process, 1 for the learner
         with pytest.raises(RuntimeError, match="rollout process failed"):
             s.collect(torch.Generator())
-    finally:
         s.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
         tr.scale.close()

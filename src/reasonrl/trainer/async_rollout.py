@@ -173,6 +173,7 @@ class ProcessSampler:
                                  args=(child, cfg.model_dump(mode="json"), model, tokenizer, threads), daemon=True)
         self._proc.start()
         child.close()
+        self.parent_threads = 0  # this process's torch threads before the split (process_sampler)
         self.stage = self  # AsyncRollout calls sampler.stage.load_weights(...), checkpoints sampler.stage.state_dict()
         self.last_load_s = 0.0
         self.invalid_groups_total = self.groups_total = 0  # mirrored from the child after each collect
@@ -216,6 +217,9 @@ class ProcessSampler:
                 self._proc.terminate()
                 self._proc.join(timeout=10)
         self._conn.close()
+        if self.parent_threads:
+            torch.set_num_threads(self.parent_threads)
+            self.parent_threads = 0
 
 
 def _sampler_main(conn, cfg_data: dict, model: torch.nn.Module, tokenizer, threads: int) -> None:
@@ -272,5 +276,7 @@ def process_sampler(cfg, model: torch.nn.Module, tokenizer) -> ProcessSampler:
 
     total = torch.get_num_threads()
     roll = cfg.async_rollout.rollout_threads or max(1, total // 2)
+    sampler = ProcessSampler(cfg, copy.deepcopy(model).eval().requires_grad_(False), copy.deepcopy(tokenizer), roll)
+    sampler.parent_threads = total  # restored by close(): the learner's share only while the child runs
     torch.set_num_threads(max(1, total - roll))
-    return ProcessSampler(cfg, copy.deepcopy(model).eval().requires_grad_(False), copy.deepcopy(tokenizer), roll)
+    return sampler
