@@ -43,12 +43,13 @@ def sequence_logprobs(
     until backward, so a trainer that needs to bound backward memory should chunk the batch itself.
     Outputs live on the model's device.
 
-    Speed options (``perf.*`` in the config; every one equals the reference path within float
+    Speed options (``perf.*`` in the config; the first two equal the reference path within float
     rounding in fp32, see ``tests/rollout/test_fused_logprobs.py``): ``chunk_tokens > 0`` runs the
     decoder, then the LM head over only the scored tokens, ``chunk_tokens`` at a time, without keeping
     logits for backward (``fused_logprobs.py``); ``pack`` (needs ``chunk_tokens``) feeds the rows'
     real tokens packed back to back instead of padded (``batch.pack_rows``); ``autocast="bf16"``
-    runs the forward under bfloat16 autocast (the log-probs are float32 either way).
+    runs the forward under bfloat16 autocast (the log-probs are float32 either way; their gap to
+    fp32 is the price, measured by ``reasonrl bench throughput bench.mode=learner``).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
