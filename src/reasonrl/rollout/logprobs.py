@@ -120,7 +120,14 @@ def _fusable(model: torch.nn.Module) -> bool:
     """A Hugging Face causal LM whose logits are exactly ``lm_head(decoder(x))`` (no soft-capping or scaling)."""
     cfg = getattr(model, "config", None)
     if cfg is None or not callable(getattr(model, "get_decoder", None)):
-        return False
+        return False  # includes a DDP wrapper: its forward (gradient hooks) must run, so the reference path
+    try:  # FSDP2 unshards root-level weights (the LM head) in the root's forward, which the fused path skips
+        from torch.distributed.fsdp import FSDPModule
+
+        if isinstance(model, FSDPModule):
+            return False
+    except ImportError:
+        pass
     if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
         return False
     head = model.get_output_embeddings()
