@@ -130,8 +130,10 @@ def _fusable(model: torch.nn.Module) -> bool:
         pass
     if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
         return False
-    head = model.get_output_embeddings()
-    return isinstance(head, torch.nn.Linear)
+    decoder = model.get_decoder()
+    if decoder is None or decoder is model:  # no separate decoder stack (e.g. the built-in SSMs)
+        return False
+    return isinstance(model.get_output_embeddings(), torch.nn.Linear)
 
 
 def _fused(model, rollouts, temperature, micro_batch, with_entropy, return_hidden, chunk, pack):
