@@ -7,8 +7,10 @@ to the HBM roofline: a decode step must read every weight once plus each row's K
 ``roofline tok/s = batch * bandwidth / bytes_per_step`` with the bandwidth measured here by a
 device-to-device copy. Learner: one bf16 training step (forward + backward + AdamW) on 8 x 2048
 tokens, plain HF (``model(labels=...)``) and ours (``sequence_logprobs`` over the response half +
-a policy-gradient loss); MFU = model FLOPs / time / peak (989 TFLOP/s dense bf16 for H100 SXM,
-override with ``--peak-tflops``).
+a policy-gradient loss), with the reference LM head and with the fused chunked head + packing
+(``ours_fused``: no (rows, seq, 152k) float32 logits); MFU = model FLOPs / time / peak (989 TFLOP/s
+dense bf16 for H100 SXM, override with ``--peak-tflops``), and the same against a bf16 8192^3 GEMM
+measured on the device in the same run.
 
     python benchmarks/throughput/gpu_bench.py                 # GPU; writes benchmarks/throughput/gpu/
     python benchmarks/throughput/gpu_bench.py --smoke --out /tmp/x   # CPU, tiny model, seconds (tested)
@@ -160,8 +162,9 @@ def time_learner(model, rows, seq, variant, device, peak):
         opt.zero_grad(set_to_none=True)
         if variant == "hf_plain":
             loss = model(input_ids=ids, labels=ids).loss
-        else:
-            logp, _ = sequence_logprobs(model, ro, 1.0)
+        else:  # ours: the reference head (full float32 logits) or the fused chunked head + packing (perf.*)
+            kw = {"chunk_tokens": 64 if device == "cpu" else 4096, "pack": True} if variant == "ours_fused" else {}
+            logp, _ = sequence_logprobs(model, ro, 1.0, **kw)
             ratio = torch.exp(logp - logp.detach())
             loss = -(ratio * adv).mean()
         loss.backward()
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--learner-seq", type=int, default=None, help="default 2048; smoke 32")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU for MFU")
     ap.add_argument("--skip", default="", help="comma list of variants to skip (hf_dynamic, hf_static, native, "
-                                                 "native_cuda_graph, learner_hf_plain, learner_ours)")
+                                                 "native_cuda_graph, learner_hf_plain, learner_ours, learner_ours_fused)")
     a = ap.parse_args(argv)
     smoke = a.smoke
     device = "cpu" if smoke else "cuda"
@@ -250,13 +253,17 @@ def main(argv=None) -> int:
             if device == "cuda":
                 torch.cuda.empty_cache()
             save()
-    for variant in ("hf_plain", "ours"):
+    from reasonrl.bench.roofline import measure_gemm_peak
+
+    res["gemm_peak_tflops_measured"] = measure_gemm_peak(dtype, 256 if smoke else 8192, device=device) / 1e12
+    for variant in ("hf_plain", "ours", "ours_fused"):
         if f"learner_{variant}" in skip:
             continue
         print(f"[gpu_bench] learner {variant} {rows} x {seq} ...", flush=True)
         try:
             r = time_learner(model, rows, seq, variant, device, None if smoke else a.peak_tflops)
-            r.update({"variant": variant, "rows": rows, "seq": seq})
+            r.update({"variant": variant, "rows": rows, "seq": seq,
+                      "pct_measured_gemm_peak": 100 * r["tflops"] / res["gemm_peak_tflops_measured"]})
             res["learner"].append(r)
             print(f"[gpu_bench]   {r['tflops']:.1f} TFLOP/s, MFU {r['mfu']}", flush=True)
         except Exception as e:
@@ -280,11 +287,13 @@ def write_md(res: dict, path: Path) -> None:
         lines.append(f"| {r['variant']} | {r['batch']} | {r['tok_s']:.0f} | {r['pct_roofline']:.1f} | "
                      f"{r['roofline_tok_s']:.0f} | {r['seconds']:.2f} |")
     lines += ["", f"## Learner ({res['dtype']} train step: forward + backward + AdamW)", "",
-              "| variant | rows x seq | seconds | TFLOP/s | MFU | peak GB |", "|---|---|---|---|---|---|"]
+              f"Measured GEMM peak ({res['dtype']}): {res.get('gemm_peak_tflops_measured', float('nan')):.1f} TFLOP/s", "",
+              "| variant | rows x seq | seconds | TFLOP/s | MFU | % of measured GEMM peak | peak GB |",
+              "|---|---|---|---|---|---|---|"]
     for r in res["learner"]:
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "n/a"
         lines.append(f"| {r['variant']} | {r['rows']} x {r['seq']} | {r['seconds']:.3f} | {r['tflops']:.2f} | {mfu} | "
-                     f"{r.get('peak_mem_gb', float('nan')):.1f} |")
+                     f"{r.get('pct_measured_gemm_peak', float('nan')):.1f} % | {r.get('peak_mem_gb', float('nan')):.1f} |")
     if res["errors"]:
         lines += ["", "Errors: " + "; ".join(f"{e['variant']}: {e['error']}" for e in res["errors"])]
     path.write_text("\n".join(lines) + "\n")

@@ -210,3 +210,61 @@ def concat(batches: list[Rollouts], pad_id: int) -> Rollouts:
         info={k: [x for b in batches for x in b.info.get(k, [None] * len(b))] for k in info_keys},
         **typed,
     )
+
+
+@dataclass
+class PackPlan:
+    """Where each row's real tokens go when a batch is packed (``pack_rows``).
+
+    ``ids``/``position_ids`` (n_bins, L): several rows' real tokens back to back per bin, positions
+    restarting at 0 for each row (that restart is what tells the model where one sequence ends:
+    Hugging Face models build a block-diagonal causal mask from it when ``attention_mask`` is None);
+    the tail of a bin that is not full is one filler sequence, computed and ignored.
+    ``src``/``dst``: flat indices of the same real tokens in the padded (B*T) and packed (n_bins*L) layouts.
+    ``row_start``: each row's first packed flat index.
+    """
+
+    ids: torch.Tensor
+    position_ids: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    row_start: torch.Tensor
+
+
+def pack_rows(ids: torch.Tensor, attention_mask: torch.Tensor, capacity: int = 0, filler_id: int = 0) -> PackPlan:
+    """Pack the real tokens of ``ids`` (B, T) (where ``attention_mask`` is 1) into bins of ``capacity``
+    tokens (0 = the longest row) by first-fit decreasing, so padding never goes through the model.
+
+    Assumes what ``Rollouts`` guarantees: each row's real tokens are its prompt's then its response's,
+    and the padded layout's position ids are ``cumsum(mask) - 1``.
+    """
+    mask = attention_mask.bool()
+    lengths = mask.sum(1).tolist()
+    cap = max(capacity, max(lengths, default=0), 1)
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        for b, free in enumerate(room):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(cap - lengths[i])
+    n_bins = max(len(bins), 1)
+    row_start = torch.zeros(len(lengths), dtype=torch.long)
+    pos = torch.zeros((n_bins, cap), dtype=torch.long)
+    for b, rows in enumerate(bins):
+        o = 0
+        for i in rows:
+            row_start[i] = b * cap + o
+            pos[b, o:o + lengths[i]] = torch.arange(lengths[i])
+            o += lengths[i]
+        pos[b, o:] = torch.arange(cap - o)  # the filler sequence
+    src = mask.flatten().nonzero().squeeze(1)
+    within = (mask.long().cumsum(1) - 1)[mask]
+    dst = row_start.repeat_interleave(torch.tensor(lengths, dtype=torch.long)) + within
+    packed = torch.full((n_bins * cap,), filler_id, dtype=ids.dtype)
+    packed[dst] = ids.flatten()[src]
+    return PackPlan(ids=packed.view(n_bins, cap), position_ids=pos, src=src, dst=dst, row_start=row_start)

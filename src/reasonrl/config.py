@@ -299,6 +299,12 @@ class AsyncRolloutConfig(_Section):
     is_cap: float = Field(2.0, gt=0, description=(
         "C of the truncated importance weight min(pi_old/pi_rollout, C) that multiplies each token's loss "
         "(Yao et al. 2025, 'Your efficient RL framework secretly brings you off-policy RL training'; their default 2)."))
+    process: bool = Field(False, description=(
+        "Run the rollout producer in its own process (no GIL shared with the learner) instead of a thread; "
+        "the schedule, staleness bound and importance weights are the same (docs/performance.md#async)."))
+    rollout_threads: int = Field(0, ge=0, description=(
+        "process=true: torch threads of the rollout process; the learner keeps run.threads minus these (at least 1). "
+        "0 = half of run.threads (at least 1)."))
 
 
 class TTRLConfig(_Section):
@@ -335,6 +341,31 @@ class SSRLConfig(_Section):
         "Zero the loss on <information>...</information> blocks the policy wrote itself (multi-line too)."))
 
 
+class PerfConfig(_Section):
+    """Learner speed options (docs/performance.md). Each equals the fp32 reference path within float
+    rounding except ``autocast``, whose log-prob gap to the fp32 sampler is the ``mismatch/*`` metric."""
+
+    logprob_chunk_tokens: int = Field(1024, ge=0, description=(
+        "Score response tokens with a fused LM head + log-softmax over this many tokens at a time, recomputed in the "
+        "backward, so no (B, T, vocab) float32 logits are kept; 0 = the reference path (full logits). Also skips "
+        "the LM head on prompt and padding positions."))
+    packing: bool = Field(True, description=(
+        "Pack each micro-batch's real tokens back to back (positions restart per sequence) instead of padding rows "
+        "to the longest one; needs logprob_chunk_tokens > 0."))
+    activation_checkpointing: bool = Field(False, description=(
+        "Recompute each decoder layer's activations in the backward instead of keeping them (less memory, ~1/3 more "
+        "learner compute); Hugging Face models only."))
+    autocast: Literal["fp32", "bf16"] = Field("fp32", description=(
+        "Learner forward precision: fp32 (the reference) or bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs); "
+        "log-probs are float32 either way."))
+
+    @model_validator(mode="after")
+    def _packing_needs_fused(self) -> "PerfConfig":
+        if self.packing and not self.logprob_chunk_tokens:
+            raise ValueError("perf.packing=true needs perf.logprob_chunk_tokens > 0; set one or set perf.packing=false")
+        return self
+
+
 class Config(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -354,6 +385,7 @@ class Config(_Section):
     ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     ssrl: SSRLConfig = Field(default_factory=SSRLConfig)
+    perf: PerfConfig = Field(default_factory=PerfConfig)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":

@@ -55,7 +55,8 @@ def test_gpu_script_smoke_mode(tmp_path):
     assert res["smoke"] and not res["errors"]
     assert {r["variant"] for r in res["decode"]} == {"hf_dynamic", "hf_static", "native"}
     assert all(r["tok_s"] > 0 and r["roofline_tok_s"] > 0 for r in res["decode"])
-    assert {r["variant"] for r in res["learner"]} == {"hf_plain", "ours"}
+    assert {r["variant"] for r in res["learner"]} == {"hf_plain", "ours", "ours_fused"}
+    assert res["gemm_peak_tflops_measured"] > 0 and all(r["pct_measured_gemm_peak"] > 0 for r in res["learner"])
     assert "SMOKE RUN" in (tmp_path / "results.md").read_text()
 
 
@@ -79,3 +80,45 @@ def test_cli_with_trl_arm(tiny_model_dir, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())["tiny"]
     assert [r["arm"] for r in saved["results"]] == ["native", "hf", "trl"]
     assert "trl/native CPU time (ratio of medians)" in saved["ratios"]
+
+
+def test_stage_roofline_by_hand():
+    raw = {"step_s": [10.0, 12.0, 11.0], "gen_s": [4.0, 4.0, 4.0], "train_s": [5.0, 5.0, 5.0], "reward_s": [0.5] * 3,
+           "sync_s": [0.25] * 3, "learner_flops": [1e9] * 3, "decode_bytes": [2e9] * 3, "decode_flops": [4e8] * 3}
+    g = bt.stage_roofline(raw, {"gemm_fp32_flops": 1e9, "bandwidth_bytes_s": 1e9})
+    assert g["learner"]["flop_efficiency"] == pytest.approx(0.2)  # 1e9 FLOP / 5 s / 1e9 FLOP/s
+    assert g["rollout"]["bandwidth_efficiency"] == pytest.approx(0.5)  # 2e9 B / 4 s / 1e9 B/s
+    assert g["rollout"]["flop_efficiency"] == pytest.approx(0.1)
+    assert g["overhead"]["s"] == pytest.approx(11.0 - 4.0 - 0.5 - 5.0 - 0.25)
+
+
+def test_step_arms_report_stage_roofline(tiny_model_dir, tmp_path):
+    from reasonrl.bench.roofline import machine_peaks
+
+    s = {**_settings(tiny_model_dir), "arms": ["native"], "steps": 1}
+    out = bt._run_interleaved(s)
+    raw = out["native"]
+    assert raw["learner_flops"][0] > 0 and raw["decode_bytes"][0] > 0 and raw["train_s"][0] > 0
+    peaks = machine_peaks(1, gemm_n=128)
+    r = bt._summarise("native", raw, s, peaks)
+    assert 0 < r["stages"]["learner"]["flop_efficiency"] and 0 < r["stages"]["rollout"]["bandwidth_efficiency"]
+    st = bt.ThroughputSettings(**{**s, "out": str(tmp_path)})
+    bt._write(st, st.model_dump(), [r], BenchRun("throughput", command=bt.command(s)),
+              {"peak_rss_mb_all_arms": 1.0, "peaks": peaks})
+    assert "% of bandwidth roofline" in (tmp_path / "results.md").read_text()
+
+
+def test_learner_mode_compares_perf_variants(tiny_model_dir, tmp_path):
+    assert bt.bench_throughput([f"bench.model={tiny_model_dir}", "bench.mode=learner", "bench.n=4", "bench.max_new_tokens=8",
+                                "bench.steps=1", "bench.threads=1", "bench.prompt_tokens=[3,6]", f"bench.out={tmp_path}",
+                                "bench.variants=[reference,fused+pack,fused+pack+ckpt,fused+pack+bf16]"]) == 0
+    got = json.loads((tmp_path / "learner.json").read_text())["tiny"]
+    v = got["variants"]
+    assert got["real_tokens"] < got["padded_tokens"]
+    assert v["fused+pack"]["max_abs_logp_gap_vs_reference"] < 1e-5
+    assert v["fused+pack+ckpt"]["max_abs_logp_gap_vs_reference"] < 1e-5
+    assert 0 < v["fused+pack+bf16"]["max_abs_logp_gap_vs_reference"] < 0.5
+    assert v["fused+pack+ckpt"]["saved_mb"] < v["fused+pack"]["saved_mb"]
+    assert "| fused+pack |" in (tmp_path / "learner.md").read_text()
+    with pytest.raises(ConfigError, match="bench.variants"):
+        bt.bench_throughput(["bench.mode=learner", "bench.variants=[nope]"])

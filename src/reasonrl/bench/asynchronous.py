@@ -21,11 +21,16 @@ DEFAULTS = ["trainer.steps=8", "data.eval_size=8", "eval.sampled=false", "traine
             "trainer.overwrite=true"]  # scratch runs: a rerun replaces them
 
 
-def _arm(overrides: list[str], async_on: bool, name: str) -> dict[str, Any]:
+ARMS = {"sync": [], "async": ["async_rollout.enabled=true"],
+        "async_process": ["async_rollout.enabled=true", "async_rollout.process=true"]}
+
+
+def _arm(overrides: list[str], arm: str, name: str) -> dict[str, Any]:
     from reasonrl.config import load_config
     from reasonrl.trainer.loop import Trainer
 
-    cfg = load_config(None, DEFAULTS + overrides + [f"run.name={name}", f"async_rollout.enabled={str(async_on).lower()}"])
+    async_on = arm != "sync"
+    cfg = load_config(None, DEFAULTS + overrides + [f"run.name={name}", *ARMS[arm]])
     t0 = time.perf_counter()
     Trainer(cfg).run()
     total = time.perf_counter() - t0
@@ -36,8 +41,11 @@ def _arm(overrides: list[str], async_on: bool, name: str) -> dict[str, Any]:
         v = [r[k] for r in steps if k in r]
         return sum(v) / len(v) if v else None
 
-    return {"async": async_on, "steps": len(steps), "run_s": total, "step_s_mean": mean("time/step_s"),
-            "step_s_sum": sum(r["time/step_s"] for r in steps), "gen_s_mean": mean("time/gen_s"),
+    return {"arm": arm, "async": async_on, "steps": len(steps), "run_s": total, "step_s_mean": mean("time/step_s"),
+            "step_s_sum": sum(r["time/step_s"] for r in steps),
+            # without step 1: it pays the producer's start (a spawned process imports torch and builds its stage)
+            "step_s_mean_after_first": (sum(r["time/step_s"] for r in steps[1:]) / (len(steps) - 1)
+                                        if len(steps) > 1 else None), "gen_s_mean": mean("time/gen_s"),
             "train_s_mean": mean("time/train_s"), "wait_s_mean": mean("async/wait_s"),
             "staleness_mean": mean("async/staleness"), "is_weight_mean": mean("offpolicy/is_weight_mean"),
             "reward_mean": mean("reward/mean")}
@@ -46,27 +54,37 @@ def _arm(overrides: list[str], async_on: bool, name: str) -> dict[str, Any]:
 def bench_async(overrides: list[str], log=print) -> int:
     run = BenchRun("async", overrides)
     repeats, out = 2, Path("benchmarks/async")
+    arms = ["sync", "async"]  # bench.arms=[sync,async,async_process] adds the rollout-process arm
     rest = []
     for o in overrides:
         if o.startswith("bench.repeats="):
             repeats = int(o.split("=", 1)[1])
+        elif o.startswith("bench.arms="):
+            arms = [a.strip() for a in o.split("=", 1)[1].strip("[]").split(",") if a.strip()]
+            if not arms or set(arms) - set(ARMS):
+                raise ValueError(f"bench.arms={arms}: choose from {list(ARMS)}")
         elif o.startswith("bench.out="):
             out = Path(o.split("=", 1)[1])
         else:
             rest.append(o)
     runs = []
     for r in range(repeats):
-        for async_on in (False, True):
-            log(f"bench async: repeat {r} {'async' if async_on else 'sync'} ...")
-            runs.append({"repeat": r, **_arm(rest, async_on, f"{'async' if async_on else 'sync'}_{r}")})
+        for arm in arms:
+            log(f"bench async: repeat {r} {arm} ...")
+            runs.append({"repeat": r, **_arm(rest, arm, f"{arm}_{r}")})
 
-    def agg(flag: bool, key: str) -> float:
-        v = [x[key] for x in runs if x["async"] == flag and x[key] is not None]
+    def agg(arm: str, key: str) -> float:
+        v = [x[key] for x in runs if x.get("arm", "async" if x["async"] else "sync") == arm and x[key] is not None]
         return sum(v) / len(v) if v else float("nan")
 
-    res = {"overrides": DEFAULTS + rest, "runs": runs,
-           "sync_step_s": agg(False, "step_s_mean"), "async_step_s": agg(True, "step_s_mean")}
-    res["speedup"] = res["sync_step_s"] / res["async_step_s"]
+    res = {"overrides": DEFAULTS + rest, "runs": runs, "arms": arms,
+           **{f"{a}_step_s": agg(a, "step_s_mean") for a in arms}}
+    res.update({f"{a}_step_s_after_first": agg(a, "step_s_mean_after_first") for a in arms})
+    if "sync" in arms:  # speed-up of each async arm over sync (> 1: async is faster)
+        res["speedups"] = {a: res["sync_step_s"] / res[f"{a}_step_s"] for a in arms if a != "sync"}
+        res["speedups_after_first"] = {a: res["sync_step_s_after_first"] / res[f"{a}_step_s_after_first"]
+                                       for a in arms if a != "sync"}
+        res["speedup"] = res["speedups"].get("async", float("nan"))
     run.write(out, res, results_md)
     log((out / "results.md").read_text())
     return 0
@@ -79,9 +97,15 @@ def results_md(res: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for x in res["runs"]:
-        lines.append(f"| {'async' if x['async'] else 'sync'} | {x['repeat']} | {x['steps']} | {f(x['step_s_mean'])} | "
+        lines.append(f"| {x.get('arm', 'async' if x['async'] else 'sync')} | {x['repeat']} | {x['steps']} | {f(x['step_s_mean'])} | "
                      f"{f(x['gen_s_mean'])} | {f(x['train_s_mean'])} | {f(x['wait_s_mean'])} | "
                      f"{f(x['staleness_mean'])} | {f(x['is_weight_mean'])} |")
-    lines.append(f"\nMean step time: sync {res['sync_step_s']:.3f} s, async {res['async_step_s']:.3f} s "
-                 f"(speed-up {res['speedup']:.2f}x).")
+    arms = res.get("arms", ["sync", "async"])
+    lines.append("\nMean step time: " + ", ".join(f"{a} {res[f'{a}_step_s']:.3f} s" for a in arms) + "; speed-up over sync: "
+                 + ", ".join(f"{a} {v:.2f}x" for a, v in res.get("speedups", {"async": res.get("speedup", float("nan"))}).items())
+                 + ".")
+    if res.get("speedups_after_first"):
+        lines.append("Without each run's first step (producer start-up): " + ", ".join(
+            f"{a} {res[f'{a}_step_s_after_first']:.3f} s" for a in arms) + "; speed-up over sync: "
+            + ", ".join(f"{a} {v:.2f}x" for a, v in res["speedups_after_first"].items()) + ".")
     return "\n".join(lines) + "\n"

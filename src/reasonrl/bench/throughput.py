@@ -29,14 +29,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reasonrl.bench.results import BenchRun, env_markdown
+from reasonrl.bench.throughput_learner import VARIANTS
 from reasonrl.provenance import write_atomic
 
-ARMS = ("native", "hf", "trl")
+ARMS = ("native", "native_ref", "hf", "trl")
+# native_ref: the native arm with the learner's reference path (perf.* off): before/after in one run
+_ARM_OVERRIDES = {"native_ref": ["perf.logprob_chunk_tokens=0", "perf.packing=false"]}
 
 
 class ThroughputSettings(BaseModel):
@@ -51,9 +54,19 @@ class ThroughputSettings(BaseModel):
     warmup: int = Field(2, ge=0, description="Unmeasured steps first (allocator, lazy init).")
     threads: int = Field(2, ge=1, description="torch intra-op threads in every arm (OMP_WAIT_POLICY=PASSIVE).")
     arms: list[str] = Field(default_factory=lambda: ["native", "hf", "trl"],
-                            description="Arms to run, stepped in turn (native, hf, trl).")
+                            description="Arms to run, stepped in turn (native, native_ref: native with perf.* off, hf, trl).")
     out: str = Field("benchmarks/throughput", description="Where results.json / results.md go.")
     timeout_s: float = Field(1800, gt=0, description="Per-arm wall-clock limit.")
+    mode: Literal["step", "learner"] = Field("step", description=(
+        "'step': whole GRPO steps per arm (with the roofline: each stage's time and efficiency); 'learner': one "
+        "learner pass per perf.* variant on a synthetic ragged batch of prompts*n rows (throughput_learner.py), "
+        "written to learner.json / learner.md."))
+    roofline: bool = Field(True, description="mode=step: measure GEMM peak and bandwidth in the same process and report "
+                                             "each stage's efficiency (roofline.py).")
+    prompt_tokens: list[int] = Field(default_factory=lambda: [16, 48], description=(
+        "mode=learner: prompt lengths drawn uniformly from [min, max]; response lengths from [max_new_tokens/4, max_new_tokens]."))
+    variants: list[str] = Field(default_factory=lambda: list(VARIANTS), description=(
+        "mode=learner: perf variants to compare (names in throughput_learner.VARIANTS; 'reference' first is the baseline)."))
 
 
 _REWARD_RNG = random.Random(0)
@@ -70,10 +83,11 @@ def _template(s: dict[str, Any]) -> str:
     return s["template"] or ("chat" if s["model"] == "builtin:smollm2" else "plain")
 
 
-def _our_config(s: dict[str, Any], engine: str, out_dir: str):
+def _our_config(s: dict[str, Any], arm: str, out_dir: str):
     from reasonrl.config import load_config
 
-    return load_config(None, [
+    engine = "native" if arm == "native_ref" else arm
+    return load_config(None, _ARM_OVERRIDES.get(arm, []) + [
         f"model.path={s['model']}", f"model.template={_template(s)}", f"rollout.engine={engine}",
         f"rollout.n={s['n']}", f"rollout.max_new_tokens={s['max_new_tokens']}", "rollout.temperature=1.0",
         f"trainer.prompts_per_step={s['prompts']}", "trainer.micro_batch=64", f"rollout.micro_batch={s['prompts'] * s['n']}",
@@ -102,9 +116,11 @@ class _OurArm:
         self.tr = tr = Trainer(_our_config(s, engine, tmp), log=lambda *a: None)
         rows = s["prompts"] * s["n"]
         # fixed-length completions: EOS does not stop a row (same token count as TRL with min_new_tokens)
-        tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine == "native"
+        tr.engine = (NativeEngine(tr.model, tr.tok, eos_token_ids=[], slots=rows) if engine in ("native", "native_ref")
                      else HFEngine(tr.model, tr.tok, eos_token_ids=[], micro_batch=rows))
-        self.raw: dict[str, list[float]] = {"step_s": [], "cpu_s": [], "gen_s": [], "gen_tokens": [], "mismatch": []}
+        self.raw: dict[str, list[float]] = {"step_s": [], "cpu_s": [], "gen_s": [], "gen_tokens": [], "mismatch": [],
+                                            "train_s": [], "reward_s": [], "sync_s": [], "learner_flops": [],
+                                            "decode_bytes": [], "decode_flops": []}
 
     def step(self, record: bool) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -117,6 +133,23 @@ class _OurArm:
             self.raw["gen_s"].append(m["time/gen_s"])
             self.raw["gen_tokens"].append(float(batch.loss_mask.sum()))
             self.raw["mismatch"].append(u.get("rollout/logp_mismatch_mean", float("nan")))
+            self.raw["train_s"].append(u.get("time/train_s", 0.0))
+            self.raw["reward_s"].append(m.get("time/reward_s", 0.0))
+            self.raw["sync_s"].append(sum(v for k, v in {**m, **u}.items() if k.startswith("sync/") and k.endswith("_s")))
+            self._count(batch)
+
+    def _count(self, batch) -> None:
+        """The roofline's counts for this step's batch (roofline.py): learner FLOPs of the loss pass,
+        decode bytes and FLOPs of generating it (prompts + forced-length completions, fp32)."""
+        from reasonrl.bench.roofline import ModelShape, decode_bytes, decode_flops, learner_flops
+
+        shape = ModelShape.from_config(self.tr.model.config)
+        plens = batch.prompt_mask.sum(1).long().tolist()
+        seq = [p + int(r) for p, r in zip(plens, batch.response_valid.sum(1).tolist())]
+        self.raw["learner_flops"].append(learner_flops(shape, seq, int(batch.loss_mask.sum())))
+        new = int(batch.response_valid.sum(1).max()) if len(batch) else 0
+        self.raw["decode_bytes"].append(decode_bytes(shape, plens, new))
+        self.raw["decode_flops"].append(decode_flops(shape, plens, new))
 
 
 def _run_interleaved(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -207,12 +240,33 @@ def _child(payload: str) -> None:
     from reasonrl.threads import apply_thread_policy
 
     apply_thread_policy(s["threads"])
+    if s.get("mode") == "learner":
+        print("RESULT " + json.dumps(_learner_child(s)), flush=True)
+        return
     out = _run_interleaved(s)
-    print("RESULT " + json.dumps({"arms": out, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
-          flush=True)
+    peaks = None
+    if s.get("roofline"):
+        from reasonrl.bench.roofline import machine_peaks
+
+        peaks = machine_peaks(s["threads"])
+    print("RESULT " + json.dumps({"arms": out, "peaks": peaks,
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
-def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+def _learner_child(s: dict[str, Any]) -> dict[str, Any]:
+    from reasonrl.bench.throughput_learner import run_learner_options
+    from reasonrl.models.loading import load_policy
+    from reasonrl.trainer.loop import resolve_model
+
+    model, _ = load_policy(resolve_model(s["model"], log=lambda *a: None), dtype="float32")
+    lo, hi = s["prompt_tokens"]
+    out = run_learner_options(model, s["prompts"] * s["n"], (lo, hi), (max(1, s["max_new_tokens"] // 4), s["max_new_tokens"]),
+                              s["steps"], s["threads"], s["variants"], log=lambda m: print(m, file=sys.stderr, flush=True))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any], peaks: dict[str, float] | None = None) -> dict[str, Any]:
     if raw.get("skipped"):
         return {"arm": arm, "skipped": raw["skipped"]}
     step = statistics.median(raw["step_s"])
@@ -227,6 +281,27 @@ def _summarise(arm: str, raw: dict[str, Any], s: dict[str, Any]) -> dict[str, An
         out["logp_mismatch_mean"] = statistics.median(raw["mismatch"])
     if raw.get("trl_version"):
         out["trl_version"] = raw["trl_version"]
+    if peaks and raw.get("train_s"):
+        out["stages"] = stage_roofline(raw, peaks)
+    return out
+
+
+def stage_roofline(raw: dict[str, list[float]], peaks: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Median seconds per stage and, where a roofline applies, its efficiency: the learner's counted
+    FLOPs against the fp32 GEMM peak, the rollout's counted bytes against the copy bandwidth (and its
+    FLOPs against the GEMM peak); reward, weight sync and the rest of the step (overhead) are time only."""
+    med = statistics.median
+    gen, train, rew, sync, step = (med(raw[k]) for k in ("gen_s", "train_s", "reward_s", "sync_s", "step_s"))
+    out = {
+        "learner": {"s": train, "flops": med(raw["learner_flops"]),
+                    "flop_efficiency": med(raw["learner_flops"]) / max(train, 1e-9) / peaks["gemm_fp32_flops"]},
+        "rollout": {"s": gen, "bytes": med(raw["decode_bytes"]),
+                    "bandwidth_efficiency": med(raw["decode_bytes"]) / max(gen, 1e-9) / peaks["bandwidth_bytes_s"],
+                    "flop_efficiency": med(raw["decode_flops"]) / max(gen, 1e-9) / peaks["gemm_fp32_flops"]},
+        "reward": {"s": rew},
+        "sync": {"s": sync},
+        "overhead": {"s": max(0.0, step - gen - rew - train - sync)},
+    }
     return out
 
 
@@ -244,6 +319,10 @@ def bench_throughput(overrides: list[str]) -> int:
         st = ThroughputSettings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"invalid bench settings: {e}") from None
+    if st.mode == "learner" and (len(st.prompt_tokens) != 2 or not 1 <= st.prompt_tokens[0] <= st.prompt_tokens[1]
+                                 or [v for v in st.variants if v not in VARIANTS] or not st.variants):
+        raise ConfigError(f"bench.prompt_tokens must be [min, max] with 1 <= min <= max, and bench.variants a non-empty "
+                          f"subset of {list(VARIANTS)}; got {st.prompt_tokens}, {st.variants}")
     bad = [a for a in st.arms if a not in ARMS]
     if bad or not st.arms:
         raise ConfigError(f"bench.arms: unknown arm(s) {bad} or none given; choose from {list(ARMS)}")
@@ -251,8 +330,9 @@ def bench_throughput(overrides: list[str]) -> int:
     run = BenchRun("throughput", command=command(s))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-    print(f"[throughput] {', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps "
-          f"(load {run.load_before})", flush=True)
+    what = (f"learner variants {', '.join(st.variants)}: 1+{st.steps} rounds" if st.mode == "learner" else
+            f"{', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps")
+    print(f"[throughput] {what} (load {run.load_before})", flush=True)
     # a fresh process: the thread policy is applied before torch does any work
     proc = subprocess.run([sys.executable, "-m", "reasonrl.bench.throughput", json.dumps(s)], env=env,
                           capture_output=True, text=True, timeout=st.timeout_s)
@@ -261,11 +341,14 @@ def bench_throughput(overrides: list[str]) -> int:
         print(f"[throughput] failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-4000:]}", flush=True)
         return 1
     got = json.loads(line[len("RESULT "):])
-    results = [_summarise(a, got["arms"][a], s) for a in dict.fromkeys(st.arms)]
+    if st.mode == "learner":
+        _write_learner(st, s, got, run)
+        return 0
+    results = [_summarise(a, got["arms"][a], s, got.get("peaks")) for a in dict.fromkeys(st.arms)]
     for r in results:
         if "median_step_s" in r:
             print(f"[throughput] {r['arm']}: {r['median_step_s']:.3f} s/step, {r['step_tokens_per_s']:.0f} tok/s", flush=True)
-    _write(st, s, results, run, {"peak_rss_mb_all_arms": got["peak_rss_mb"]})
+    _write(st, s, results, run, {"peak_rss_mb_all_arms": got["peak_rss_mb"], "peaks": got.get("peaks")})
     return 0
 
 
@@ -294,6 +377,8 @@ def _ratios(results: list[dict[str, Any]]) -> dict[str, float]:
     for arm in by:
         if arm != "trl" and "trl" in by:
             add("trl", arm)
+    if "native_ref" in by and "native" in by:
+        add("native_ref", "native")
     if "hf" in by and "native" in by:
         add("hf", "native")
         if "median_gen_s" in by["hf"] and "median_gen_s" in by["native"]:
@@ -320,6 +405,40 @@ def _write(st: ThroughputSettings, s: dict[str, Any], results: list[dict[str, An
     write_atomic(out / "results.md", results_md(allres))
 
 
+def _write_learner(st: ThroughputSettings, s: dict[str, Any], got: dict[str, Any], run: BenchRun) -> None:
+    """Add this learner-options run under ``st.label`` to ``learner.json`` and re-render ``learner.md``."""
+    out = Path(st.out)
+    jp = out / "learner.json"
+    allres = json.loads(jp.read_text()) if jp.exists() else {}
+    allres[st.label] = run.stamp({"settings": s, **got,
+                                  "note": "shared machine: compare variants within this run, not across runs"})
+    write_atomic(jp, json.dumps(allres, indent=2) + "\n")
+    lines = ["# Learner speed options (perf.*), side by side", "",
+             "Generated by `reasonrl bench throughput bench.mode=learner` (src/reasonrl/bench/throughput_learner.py): "
+             "one forward (with entropy) + GRPO-like loss + backward per variant per round, variants in turn (order "
+             "alternating), one process. FLOP efficiency = counted learner FLOPs (roofline.py) / time / the GEMM peak "
+             "measured in the same process (bf16 peak for bf16 variants). Saved MB = bytes autograd keeps for the "
+             "backward.", ""]
+    for label, rr in allres.items():
+        p = rr["peaks"]
+        lines += [f"## {label}: {rr['settings']['model']}, {rr['rows']} rows, {rr['real_tokens']} real tokens "
+                  f"({rr['padded_tokens']} padded), {rr['scored_tokens']} scored, {rr['settings']['steps']} rounds", "",
+                  f"Command: `{rr['command']}`  ", f"{env_markdown(rr['env'])}  " if "env" in rr else "",
+                  f"Measured peaks ({p['threads']:.0f} threads): fp32 GEMM {p['gemm_fp32_flops'] / 1e9:.1f} GFLOP/s, "
+                  + (f"bf16 GEMM {p['gemm_bf16_flops'] / 1e9:.1f} GFLOP/s, " if "gemm_bf16_flops" in p else "")
+                  + f"copy bandwidth {p['bandwidth_bytes_s'] / 1e9:.1f} GB/s; learner pass {rr['learner_flops'] / 1e9:.2f} GFLOP", "",
+                  "| variant | median s | vs reference | real tok/s | FLOP efficiency | saved for backward MB | max abs logp gap vs fp32 reference |",
+                  "|---|---|---|---|---|---|---|"]
+        ref = rr["variants"].get("reference", {}).get("median_s")
+        for v, r in rr["variants"].items():
+            eff = f"{100 * r['flop_efficiency']:.1f} %" if r["flop_efficiency"] else "n/a"
+            gap = "n/a" if r["max_abs_logp_gap_vs_reference"] is None else f"{r['max_abs_logp_gap_vs_reference']:.1e}"
+            rel = f"{ref / r['median_s']:.2f}x" if ref else "n/a"
+            lines.append(f"| {v} | {r['median_s']:.3f} | {rel} | {r['tokens_per_s']:.0f} | {eff} | {r['saved_mb']:.1f} | {gap} |")
+        lines.append("")
+    write_atomic(out / "learner.md", "\n".join(lines) + "\n")
+
+
 def _provenance(rr: dict[str, Any]) -> list[str]:
     trl = next((f", trl {r['trl_version']}" for r in rr["results"] if r.get("trl_version")), "")
     lines = [f"Command: `{rr['command']}`  ", f"Threads: {rr['thread_policy']}  "]
@@ -331,6 +450,29 @@ def _provenance(rr: dict[str, Any]) -> list[str]:
         f"Load average (1, 5, 15 min) before -> after: {rr.get('load_before')} -> {rr.get('load_after')}  ",
         f"Peak RSS of the one process holding all arms: {rr.get('peak_rss_mb_all_arms', float('nan')):.0f} MB  ",
         f"Versions: torch {rr['machine']['torch']}, transformers {rr['machine']['transformers']}{trl}"]
+
+
+def _stage_md(rr: dict[str, Any]) -> list[str]:
+    """The roofline table: each stage's median time and efficiency against this machine's measured peaks."""
+    p = rr.get("peaks")
+    staged = [r for r in rr["results"] if r.get("stages")]
+    if not p or not staged:
+        return []
+    lines = ["", f"Roofline (measured in the same process, {p['threads']:.0f} threads): fp32 GEMM peak "
+             f"{p['gemm_fp32_flops'] / 1e9:.1f} GFLOP/s"
+             + (f", bf16 GEMM peak {p['gemm_bf16_flops'] / 1e9:.1f} GFLOP/s" if "gemm_bf16_flops" in p else "")
+             + f", copy bandwidth {p['bandwidth_bytes_s'] / 1e9:.1f} GB/s. Learner efficiency = counted FLOPs of the "
+             "loss pass (6 x params x tokens + attention) / time / fp32 peak; rollout = counted decode bytes (weights + "
+             "K/V read per token) / time / bandwidth, and its FLOPs / time / fp32 peak.", "",
+             "| arm | learner s | learner % of GEMM peak | rollout s | rollout % of bandwidth roofline | rollout % of GEMM peak "
+             "| reward s | sync s | overhead s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in staged:
+        g = r["stages"]
+        lines.append(f"| {r['arm']} | {g['learner']['s']:.3f} | {100 * g['learner']['flop_efficiency']:.1f} % | "
+                     f"{g['rollout']['s']:.3f} | {100 * g['rollout']['bandwidth_efficiency']:.1f} % | "
+                     f"{100 * g['rollout']['flop_efficiency']:.1f} % | {g['reward']['s']:.3f} | {g['sync']['s']:.3f} | "
+                     f"{g['overhead']['s']:.3f} |")
+    return lines
 
 
 def results_md(allres: dict[str, Any]) -> str:
@@ -358,6 +500,7 @@ def results_md(allres: dict[str, Any]) -> str:
             cpu = f"{r['median_cpu_s']:.3f}" if r.get("median_cpu_s") else "n/a"
             lines.append(f"| {r['arm']} | {r['median_step_s']:.3f} | {cpu} | {r['step_tokens_per_s']:.0f} | {g} | {gt} | {mm} | "
                          + ", ".join(f"{x:.2f}" for x in r["step_s"]) + " |")
+        lines += _stage_md(rr)
         lines += ["", "Ratios (> 1: the second arm is faster):", ""]
         lines += [f"- {k}: {v:.2f}x" for k, v in rr["ratios"].items()] + [""]
     return "\n".join(lines) + "\n"

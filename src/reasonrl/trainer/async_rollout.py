@@ -105,6 +105,8 @@ class AsyncRollout:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        if callable(getattr(self.sampler, "close", None)):  # a ProcessSampler's child process
+            self.sampler.close()
 
     # ---------------------------------------------------------------- producer thread
     def _produce(self) -> None:
@@ -149,3 +151,134 @@ def snapshot(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], float, in
     t0 = time.perf_counter()
     sd = {k: v.detach().to("cpu", copy=True) for k, v in sync_state_dict(model).items()}
     return sd, time.perf_counter() - t0, sum(v.numel() * v.element_size() for v in sd.values())
+
+
+class ProcessSampler:
+    """The producer's ``BatchSampler`` in its own process (``async_rollout.process``).
+
+    The thread producer shares the learner's interpreter, so its many small decode ops and the
+    learner's Python fight over the GIL (measured: async at 0.5x sync on 2 cores). Here the rollout
+    stage lives in a spawned child with its own torch threads (``threads``); the producer thread of
+    ``AsyncRollout`` only forwards calls over a pipe and waits without holding the GIL. The schedule
+    is unchanged: ``AsyncRollout`` still decides which weights each batch uses, and the sampling
+    generator's state travels with every ``collect``, so the parent's generator (checkpointed) stays
+    the one source of sampling seeds. The child builds its own scorer and rollout stage from the
+    config, exactly as the thread producer does on its copy of the policy.
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, tokenizer, threads: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # fork would copy the parent's OpenMP/thread state
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_sampler_main, name="reasonrl-rollout",
+                                 args=(child, cfg.model_dump(mode="json"), model, tokenizer, threads), daemon=True)
+        self._proc.start()
+        child.close()
+        self.parent_threads = 0  # this process's torch threads before the split (process_sampler)
+        self.stage = self  # AsyncRollout calls sampler.stage.load_weights(...), checkpoints sampler.stage.state_dict()
+        self.last_load_s = 0.0
+        self.invalid_groups_total = self.groups_total = 0  # mirrored from the child after each collect
+        self._lock = threading.Lock()  # the producer thread and checkpointing share the pipe
+
+    def _call(self, cmd: str, arg: Any) -> Any:
+        with self._lock:
+            self._conn.send((cmd, arg))
+            try:
+                status, out = self._conn.recv()
+            except EOFError:
+                raise RuntimeError(f"the rollout process died (exit code {self._proc.exitcode})") from None
+        if status != "ok":
+            raise RuntimeError(f"rollout process failed:\n{out}")
+        return out
+
+    def load_weights(self, weights: Any) -> None:
+        self.last_load_s = self._call("load", weights)
+
+    def collect(self, rng: torch.Generator):
+        got, state, counters = self._call("collect", (rng.get_state(), (self.invalid_groups_total, self.groups_total)))
+        rng.set_state(state)
+        self.invalid_groups_total, self.groups_total = counters
+        return got
+
+    def state_dict(self) -> dict[str, Any]:
+        """The child stage's state (its task cursor), for the trainer's checkpoint."""
+        return self._call("state", None)
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self._call("load_state", st)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("stop", None))
+            except (BrokenPipeError, OSError):
+                pass
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(timeout=10)
+        self._conn.close()
+        if self.parent_threads:
+            torch.set_num_threads(self.parent_threads)
+            self.parent_threads = 0
+
+
+def _sampler_main(conn, cfg_data: dict, model: torch.nn.Module, tokenizer, threads: int) -> None:
+    """The rollout process: build scorer + stage + sampler, then serve load/collect until stop."""
+    import traceback
+
+    from reasonrl.threads import apply_thread_policy
+
+    apply_thread_policy(threads)
+    try:
+        from reasonrl.algorithms.recipes import make_recipe
+        from reasonrl.config import Config
+        from reasonrl.modes import make_rollout_stage
+        from reasonrl.trainer.build import make_scorer
+        from reasonrl.trainer.sampler import BatchSampler
+
+        cfg = Config.model_validate(cfg_data)
+        stage = make_rollout_stage(cfg, model.eval().requires_grad_(False), tokenizer, make_scorer(cfg))
+        sampler = BatchSampler(stage, make_recipe(cfg.algorithm), cfg, tokenizer.pad_token_id)
+    except BaseException:
+        conn.recv()
+        conn.send(("err", traceback.format_exc()))
+        return
+    while True:
+        cmd, arg = conn.recv()
+        if cmd == "stop":
+            return
+        try:
+            if cmd == "load":
+                t0 = time.perf_counter()
+                stage.load_weights(arg)
+                conn.send(("ok", time.perf_counter() - t0))
+            elif cmd == "collect":
+                rng = torch.Generator()
+                rng.set_state(arg[0])
+                sampler.invalid_groups_total, sampler.groups_total = arg[1]
+                got = sampler.collect(rng)
+                conn.send(("ok", (got, rng.get_state(), (sampler.invalid_groups_total, sampler.groups_total))))
+            elif cmd == "state":
+                conn.send(("ok", stage.state_dict() if hasattr(stage, "state_dict") else None))
+            elif cmd == "load_state":
+                stage.load_state_dict(arg)
+                conn.send(("ok", None))
+            else:
+                conn.send(("err", f"unknown command {cmd!r}"))
+        except BaseException:
+            conn.send(("err", traceback.format_exc()))
+
+
+def process_sampler(cfg, model: torch.nn.Module, tokenizer) -> ProcessSampler:
+    """A ``ProcessSampler`` on a copy of ``model``, the threads split: the rollout process gets
+    ``async_rollout.rollout_threads`` (0 = half), this process keeps the rest of ``run.threads``."""
+    import copy
+
+    total = torch.get_num_threads()
+    roll = cfg.async_rollout.rollout_threads or max(1, total // 2)
+    sampler = ProcessSampler(cfg, copy.deepcopy(model).eval().requires_grad_(False), copy.deepcopy(tokenizer), roll)
+    sampler.parent_threads = total  # restored by close(): the learner's share only while the child runs
+    torch.set_num_threads(max(1, total - roll))
+    return sampler

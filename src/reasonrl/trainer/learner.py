@@ -20,7 +20,7 @@ from reasonrl.algorithms.offpolicy import reweight_token_grads
 from reasonrl.algorithms.recipes import ForwardOut, Norm, Recipe, StepContext
 from reasonrl.batch import Rollouts
 from reasonrl.models.lora import reference_view
-from reasonrl.rollout.logprobs import sequence_logprobs
+from reasonrl.rollout.logprobs import enable_activation_checkpointing, logprob_options, sequence_logprobs
 from reasonrl.rollout.mismatch import MismatchMeter
 from reasonrl.trainer.distributed import LocalLearner
 
@@ -41,6 +41,9 @@ class Learner:
         self.cfg, self.model, self.tok, self.recipe = cfg, model, tokenizer, recipe
         self.modules = torch.nn.ModuleDict(recipe.modules(model))
         self.ref = reference_view(model) if recipe.needs_reference() else None  # LoRA: the base, adapters off
+        self.lp_kw = logprob_options(cfg.perf)  # perf.* (docs/performance.md)
+        if cfg.perf.activation_checkpointing:
+            enable_activation_checkpointing(model)
         trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
         self.opt = make_optimizer(cfg.optim, trainable + list(self.modules.parameters()))
         self.dist = LocalLearner(model)
@@ -53,14 +56,14 @@ class Learner:
     @torch.no_grad()
     def reference_logp(self, batch: Rollouts) -> torch.Tensor:
         logp, _ = sequence_logprobs(self.ref, batch, temperature=self.cfg.rollout.temperature,
-                                    micro_batch=self.cfg.trainer.micro_batch)
+                                    micro_batch=self.cfg.trainer.micro_batch, **self.lp_kw)
         return logp
 
     @torch.no_grad()
     def forward_nograd(self, batch: Rollouts) -> ForwardOut:
         logp, ent, hidden = sequence_logprobs(self.model, batch, temperature=self.cfg.rollout.temperature,
                                               micro_batch=self.cfg.trainer.micro_batch, with_entropy=True,
-                                              return_hidden=True)
+                                              return_hidden=True, **self.lp_kw)
         return ForwardOut(logp=logp, entropy=ent, hidden=hidden, modules=dict(self.modules))
 
     def demo_rows(self, tasks: list, task_indices: list[int]) -> Rollouts:
@@ -86,7 +89,8 @@ class Learner:
                           group_ids=torch.tensor([-1 - i for i in task_indices]), task_index=list(task_indices),
                           response_text=[e.completion for e in exs], truncated=torch.zeros(len(exs), dtype=torch.bool),
                           rewards=torch.ones(len(exs)), info={"correct": [True] * len(exs), "demo": [True] * len(exs)})
-            ro.rollout_logp = sequence_logprobs(self.model, ro, temperature=self.cfg.rollout.temperature)[0]
+            ro.rollout_logp = sequence_logprobs(self.model, ro, temperature=self.cfg.rollout.temperature,
+                                                **self.lp_kw)[0]
         return ro
 
     def set_lr(self) -> float:
@@ -138,7 +142,8 @@ class Learner:
                     with self.dist.grad_sync(last):
                         fwd = sequence_logprobs(
                             self.dist.module, mb, temperature=c.rollout.temperature,
-                            with_entropy=self.recipe.needs_entropy(), return_hidden=self.recipe.needs_hidden())
+                            with_entropy=self.recipe.needs_entropy(), return_hidden=self.recipe.needs_hidden(),
+                            **self.lp_kw)
                         logp, ent = fwd[0], fwd[1]
                         if epoch == 0 and start == chunks[0][0] and scale:
                             mismatch.add(mb.rollout_logp, logp, mb.loss_mask)

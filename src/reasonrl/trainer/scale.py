@@ -66,6 +66,10 @@ class Scale:
             self.roles = RayRoles(c, trainer.tok, log=trainer.log)
             # each worker composed the configured engine and wrappers itself (make_rollout_engine)
             stage = make_rollout_stage(c, trainer.model, trainer.tok, base, engine=self.roles.engine)
+        elif c.async_rollout.enabled and c.async_rollout.process:  # the producer's stage in its own process
+            from reasonrl.trainer.async_rollout import process_sampler
+
+            trainer.sampler = process_sampler(c, trainer.model, trainer.tok)
         elif c.async_rollout.enabled:  # the producer samples from its own copy of the policy
             stage = make_rollout_stage(c, copy.deepcopy(trainer.model).eval().requires_grad_(False),
                                        copy.deepcopy(trainer.tok), base)
@@ -133,14 +137,14 @@ class Scale:
     def _offpolicy_correction(self, batch) -> dict[str, float]:
         """old_logp = the learner's log-probs before this update; per-token truncated IS log-weights."""
         from reasonrl.algorithms.offpolicy import truncated_is_log_weights
-        from reasonrl.rollout.logprobs import sequence_logprobs
+        from reasonrl.rollout.logprobs import logprob_options, sequence_logprobs
 
         c = self.t.cfg
         was = self.t.model.training
         self.t.model.eval()
         try:
             old, _ = sequence_logprobs(self.t.model, batch, temperature=c.rollout.temperature,
-                                       micro_batch=c.trainer.micro_batch)
+                                       micro_batch=c.trainer.micro_batch, **logprob_options(c.perf))
         finally:
             self.t.model.train(was)
         old = old.cpu()
