@@ -15,7 +15,7 @@ pytest.importorskip("gymnasium_robotics")
 TINY = ["trainer.prompts_per_step=2", "rollout.n=2", "embodied.env.n_workers=0", "embodied.env.max_steps=4",
         "embodied.eval.states_per_task=4", "embodied.sft.steps=3", "embodied.policy.d_model=16",
         "embodied.policy.n_layer=1", "embodied.policy.n_head=2", "embodied.policy.n_bins=16", "trainer.save_every=1",
-        "trainer.epochs=1"]
+        "trainer.epochs=1", "embodied.eval.strip_episodes=2", "embodied.eval.strip_size=32"]
 
 
 def _cfg(tmp_path, name: str, steps: int, resume: bool = False):
@@ -28,13 +28,17 @@ def _cfg(tmp_path, name: str, steps: int, resume: bool = False):
 
 
 def _run(cfg):
+    from reasonrl.report import build_report
     from reasonrl.trainer.loop import Trainer
 
     tr = Trainer(cfg, log=lambda *_: None)
     try:
-        return tr, tr.run()
+        summary = tr.run()
     finally:
         tr.stage.close()
+    report = build_report(cfg.run_dir, summary).read_text()
+    assert 'src="episodes/before.png"' in report and 'src="episodes/after.png"' in report
+    return tr, summary
 
 
 def test_shipped_config_loads_with_the_vla_mode():
@@ -48,6 +52,9 @@ def test_vla_trains_through_the_trainer_and_resumes_bit_identically(tmp_path):
     ref, summary = _run(_cfg(tmp_path, "ref", 3))
     assert summary["steps"] == 3 and "final/success/reach" in summary
     assert (tmp_path / "ref" / "checkpoints" / "step_3" / "model" / "action_tokenizer.json").exists()
+    for name in ("before", "after"):  # episode strips of the first and the final evaluation
+        assert (tmp_path / "ref" / "episodes" / f"{name}.png").stat().st_size > 0
+        assert (tmp_path / "ref" / "episodes" / f"{name}.gif").exists()
 
     _run(_cfg(tmp_path, "cut", 2))  # killed after step 2, then resumed to step 3
     resumed, _ = _run(_cfg(tmp_path, "cut", 3, resume=True))

@@ -77,6 +77,9 @@ class TrainSection(_S):
 class EvalSection(_S):
     states_per_task: int = Field(128, ge=1, description="Fixed held-out initial states per task (greedy decoding).")
     seed_base: int = Field(1_000_000_000, description="Held-out seeds are seed_base + i; training seeds stay below it.")
+    strip_episodes: int = Field(4, ge=0, description=(
+        "Greedy held-out episodes rendered into <run>/episodes/{before,after}.png/.gif at each evaluation (0 = off)."))
+    strip_size: int = Field(96, ge=16, description="Side in pixels of the rendered strip frames.")
 
 
 class EmbodiedSection(_S):

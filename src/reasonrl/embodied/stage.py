@@ -97,10 +97,28 @@ class VLARolloutStage:
         so it draws nothing from the training RNG streams."""
         from reasonrl.embodied.train import evaluate, held_out_inits
 
-        ev, traj = evaluate(model, self.pool, self.tok, held_out_inits(self.cfg))
+        inits = held_out_inits(self.cfg)
+        ev, traj = evaluate(model, self.pool, self.tok, inits)
         out = {"pass@1": ev.pop("all"), **{f"success/{k}": v for k, v in ev.items()},
                "env_steps_mean": float(traj.finish_step.float().mean())}
+        self.write_strip(model, inits)
         return out, traj.success.tolist()
+
+    def write_strip(self, model, inits: list[tuple[str, int]]) -> None:
+        """``<out>/episodes/before.png`` at the first evaluation of a run, ``after.png`` at every later one
+        (the last is the final policy), each with a GIF; ``report.html`` shows them."""
+        from pathlib import Path
+
+        from reasonrl.embodied.episodes import record_episodes, save_strip
+
+        e = self.cfg.eval
+        if not e.strip_episodes:
+            return
+        d = Path(self.cfg.out) / "episodes"
+        name = "after" if (d / "before.png").exists() else "before"
+        k = max(1, e.strip_episodes // len(self.cfg.env.tasks))  # the first states of each task
+        by_task = [x for t in self.cfg.env.tasks for x in [i for i in inits if i[0] == t][:k]]
+        save_strip(record_episodes(model, self.tok, by_task, self.cfg.env.max_steps, e.strip_size), d / f"{name}.png")
 
     def close(self) -> None:
         self.pool.close()

@@ -78,6 +78,21 @@ def _plots_section(run_dir: Path) -> str:
     return f"<div class=plots>{''.join(imgs)}</div>"
 
 
+def _episodes_section(run_dir: Path) -> list[str]:
+    """Episode strips of embodied runs (``episodes/*.png``, before first; a same-named GIF is linked)."""
+    d = run_dir / "episodes"
+    pngs = sorted(d.glob("*.png"), key=lambda p: (p.stem != "before", p.stem)) if d.is_dir() else []
+    if not pngs:
+        return []
+    out = ["<h2>Episodes</h2>"]
+    for p in pngs:
+        rel = _esc(p.relative_to(run_dir).as_posix())
+        gif = p.with_suffix(".gif")
+        link = f' (<a href="{_esc(gif.relative_to(run_dir).as_posix())}">animation</a>)' if gif.is_file() else ""
+        out.append(f'<h3>{_esc(p.stem)}{link}</h3><div class=plots><img src="{rel}" alt="{_esc(p.stem)}"></div>')
+    return out
+
+
 def _read_sample_rows(path: Path) -> list[dict[str, Any]]:
     """First and last ``SAMPLES_PER_END`` parseable rows, streaming (the file can be large)."""
     head: list[dict[str, Any]] = []
@@ -144,6 +159,7 @@ def write_report(
         "<h2>Training curves</h2>",
         _plots_section(run_dir),
     ]
+    parts += _episodes_section(run_dir)
     links = [n for n in ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml")
              if (run_dir / n).is_file()]
     if links:
