@@ -41,7 +41,7 @@ def _arm(success: torch.Tensor, inits) -> dict:
         t: float(success[torch.tensor([x == t for x, _ in inits])].float().mean()) for t in dict.fromkeys(x for x, _ in inits)}}
 
 
-def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
+def run_seed(cfg, seed: int, reference: bool, log=print, strips: Path | None = None) -> dict:
     from reasonrl.embodied import train as T
     from reasonrl.embodied.envs import EnvPool
     from reasonrl.eval.metrics import paired_comparison
@@ -50,7 +50,7 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
     inits = T.held_out_inits(cfg)
     out: dict = {"seed": seed}
     with EnvPool(cfg.env.n_workers, cfg.env.image_size, cfg.env.max_steps) as pool:
-        demos = T.gather_demos(cfg, 1, offset=seed)
+        demos = T.sft_demos(cfg, 1, offset=seed)
         policy, tok = T.build_policy(cfg, demos)
         rows = T.demo_rollouts(demos, policy, tok, cfg.env.max_steps)
         t0 = time.perf_counter()
@@ -60,6 +60,8 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         ev = {}
         _, tr = T.evaluate(policy, pool, tok, inits)
         ev["start"] = tr.success
+        if strips is not None:
+            _strip(policy, tok, cfg, inits, strips / f"seed{seed}_start.png")
         log(f"seed {seed}: start success {float(tr.success.float().mean()):.3f}")
 
         t0 = time.perf_counter()
@@ -67,6 +69,8 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         out["grpo_wall_s"] = time.perf_counter() - t0
         _, tr = T.evaluate(policy, pool, tok, inits)
         ev["grpo"] = tr.success
+        if strips is not None:
+            _strip(policy, tok, cfg, inits, strips / f"seed{seed}_grpo.png")
         updates = int(sum(h["train/updates"] for h in hist))
         env_steps = int(sum(h["env/steps"] for h in hist))
         rollout_s = sum(h["time/rollout_s"] for h in hist)
@@ -87,7 +91,7 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         log(f"seed {seed}: control success {float(tr.success.float().mean()):.3f}")
 
         if reference:
-            demos10 = T.gather_demos(cfg, 10, offset=seed)
+            demos10 = T.sft_demos(cfg, 10, offset=seed)
             ref, _ = T.build_policy(cfg, demos10)
             T.sft(ref, T.demo_rollouts(demos10, ref, tok, cfg.env.max_steps), cfg.sft.steps + updates,
                   T.make_optimizer(ref, cfg.sft.lr, cfg), cfg)
@@ -98,6 +102,15 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
     out["paired"] = {**paired_comparison(ev["start"].tolist(), ev["grpo"].tolist(), "grpo_vs_start"),
                      **paired_comparison(ev["control"].tolist(), ev["grpo"].tolist(), "grpo_vs_control")}
     return out
+
+
+def _strip(policy, tok, cfg, inits, path: Path) -> None:
+    """The first held-out episodes rendered as a PNG strip (and GIF) next to the results."""
+    from reasonrl.embodied.episodes import record_episodes, save_strip
+
+    n = cfg.eval.strip_episodes
+    if n:
+        save_strip(record_episodes(policy, tok, inits[:n], cfg.env.max_steps, cfg.eval.strip_size), path)
 
 
 def _markdown(res: dict) -> str:
@@ -141,7 +154,8 @@ def run(overrides: list[str]) -> int:
     res = {"command": "reasonrl bench vla " + " ".join(overrides), "config": cfg.model_dump(),
            "loadavg_before": open("/proc/loadavg").read().split()[:3], "seeds": []}
     for seed in seeds:
-        res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true"))
+        res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true",
+                                     strips=out / "episodes" if seed == seeds[0] else None))
         res["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
         res["mean"] = {k: sum(s["arms"][k]["success"] for s in res["seeds"]) / len(res["seeds"])
                        for k in res["seeds"][0]["arms"]}

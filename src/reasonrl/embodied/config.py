@@ -49,6 +49,9 @@ class PolicySection(_S):
 
 class SFTSection(_S):
     demos_per_task: int = Field(1, ge=1, description="Scripted-expert demonstrations per task for the warm start.")
+    augment: int = Field(0, ge=0, description=(
+        "Symmetry copies per FetchReach demonstration (random rotation and scale about the start; "
+        "train.augment_demos); 0 = the demonstrations only."))
     steps: int = Field(150, ge=0, description="Behaviour-cloning optimizer steps (full batch of demonstrations).")
     lr: float = Field(1e-3, gt=0, description="Behaviour-cloning learning rate.")
 

@@ -152,7 +152,7 @@ def build_vla_model(cfg, log=print):
     from reasonrl.embodied.config import from_trainer_config
 
     run_cfg = from_trainer_config(cfg)
-    demos = T.gather_demos(run_cfg, run_cfg.sft.demos_per_task)
+    demos = T.sft_demos(run_cfg, run_cfg.sft.demos_per_task)
     policy, tok = T.build_policy(run_cfg, demos)
     if not run_cfg.policy.path and run_cfg.sft.steps:
         rows = T.demo_rollouts(demos, policy, tok, run_cfg.env.max_steps)
