@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (see docs/embodied.md); any config override wins
+BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (docs/embodied.md, benchmarks/vla/results.md); overrides win
     "env.tasks=[reach]", "env.max_steps=20", "env.chunk_len=2", "env.n_workers=2", "eval.states_per_task=256",
-    "train.steps=12", "rollout.groups_per_step=8", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=4",
-    "train.lr=1e-3", "sft.steps=100",
+    "policy.head=gaussian", "policy.min_sigma=0.2", "sft.augment=2", "sft.steps=100",
+    "train.steps=24", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
+    "train.lr=3e-4",
 ]
 
 

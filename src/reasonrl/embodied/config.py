@@ -117,6 +117,9 @@ class VLARunConfig(EmbodiedSection):
 def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> VLARunConfig:
     """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
     raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+    if "embodied" in raw:
+        raise ValueError(f"{path} is a trainer config (it has an `embodied:` section): run it with "
+                         f"`reasonrl train {path}`; the thin driver takes the VLARunConfig layout (docs/embodied.md)")
     for ov in overrides:
         key, eq, val = ov.partition("=")
         if not eq:
