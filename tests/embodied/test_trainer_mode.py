@@ -12,7 +12,7 @@ from reasonrl.embodied.envs import TASKS  # noqa: F401  (skips cleanly below whe
 
 pytest.importorskip("gymnasium_robotics")
 
-TINY = ["trainer.prompts_per_step=2", "rollout.n=2", "embodied.env.n_workers=0", "embodied.env.max_steps=4",
+TINY = ["trainer.prompts_per_step=2", "trainer.mini_batch_prompts=0", "rollout.n=2", "embodied.env.n_workers=0", "embodied.env.max_steps=4",
         "embodied.eval.states_per_task=4", "embodied.sft.steps=3", "embodied.policy.d_model=16",
         "embodied.policy.n_layer=1", "embodied.policy.n_head=2", "embodied.policy.n_bins=16", "trainer.save_every=1",
         "trainer.epochs=1", "embodied.eval.strip_episodes=2", "embodied.eval.strip_size=32"]
