@@ -1,11 +1,13 @@
 """``reasonrl bench vla``: one-demo SFT start -> GRPO vs an equal-update imitation control, per seed.
 
 Arms, all scored greedy on the same fixed held-out initial states (``eval.states_per_task`` per task):
-- ``start``: behaviour cloning on one scripted demonstration per task (the paper's one-trajectory SFT);
-- ``grpo``: ``start`` + ``train.steps`` GRPO steps (rollout stage + recipe, configs/vla_fetch.yaml settings);
+- ``start``: behaviour cloning on one scripted demonstration per task plus ``sft.augment`` symmetry copies
+  of it (the paper's one-trajectory SFT);
+- ``grpo``: ``start`` + ``train.steps`` GRPO steps (rollout stage + recipe);
 - ``control``: ``start`` + as many more behaviour-cloning updates on the same demonstrations as GRPO
-  made optimizer updates (it uses no environment steps: imitation cannot use them);
-- ``bc10`` (``bench.reference=true``): behaviour cloning on ten demonstrations per task, same total updates.
+  made optimizer updates (the equal-budget imitation control: imitation has no use for env steps);
+- ``bc10`` (``bench.reference=true``): behaviour cloning on ten demonstrations per task (+ the same number of
+  copies each), ``sft.steps`` + the same updates: the stronger imitation reference.
 Writes ``results.json`` and ``results.md`` (with intervals, env steps/s, the env/policy/learner time
 split and the load average) to ``bench.out``.
 """
@@ -119,6 +121,10 @@ def _markdown(res: dict) -> str:
     lines = ["# reasonrl bench vla: one-demo SFT start -> GRPO vs imitation control (FetchReach first)", "",
              f"Command: `{res['command']}`", "",
              f"Load average before / after: {res['loadavg_before']} / {res['loadavg_after']} (2 shared cores).", "",
+             "Settings: " + ", ".join(f"{k}" for k in res.get("defaults", [])) + ".", "",
+             "Arms: start = BC on 1 demo (+ its symmetry copies); grpo = start + GRPO; control = start + as many "
+             "more BC updates on the same data as GRPO made; bc10 = BC on 10 demos (+ copies), same total updates "
+             "(reference).", "",
              "Held-out greedy success on fixed initial states (Wilson 95% interval):", "",
              "| seed | " + " | ".join(arms) + " | GRPO - start | GRPO - control | updates | env steps | env steps/s | env / policy / learner s |",
              "|---" * (len(arms) + 7) + "|"]
@@ -132,6 +138,14 @@ def _markdown(res: dict) -> str:
                      f" | {g['updates']} | {g['env_steps']} | {g['env_steps_per_s']:.0f} | "
                      f"{ts['env']:.0f} / {ts['policy']:.0f} / {ts['learner']:.0f} |")
     m = res["mean"]
+    lines.append("")
+    for s in res["seeds"]:
+        lines.append(f"- seed {s['seed']}: sampled (T={res['config']['rollout']['temperature']}) success by GRPO step "
+                     f"{s['grpo']['sampled_success_by_step']}; GRPO wall {s['grpo_wall_s']:.0f} s; paired sign test "
+                     f"vs start: {s['paired']['grpo_vs_start_fixed']} states fixed / {s['paired']['grpo_vs_start_broke']} "
+                     f"broken, p {s['paired']['grpo_vs_start_sign_p']:.2g}; vs control: "
+                     f"{s['paired']['grpo_vs_control_fixed']} / {s['paired']['grpo_vs_control_broke']}, "
+                     f"p {s['paired']['grpo_vs_control_sign_p']:.2g}")
     lines += ["", f"Mean over seeds: " + ", ".join(f"{k} {m[k]:.3f}" for k in arms) +
               f"; GRPO - start {m['grpo'] - m['start']:+.3f}; GRPO - control {m['grpo'] - m['control']:+.3f}.", ""]
     return "\n".join(lines)
@@ -152,7 +166,7 @@ def run(overrides: list[str]) -> int:
     out = Path(bench.get("out", "benchmarks/vla"))
     out.mkdir(parents=True, exist_ok=True)
     apply_thread_policy(int(os.environ.get("REASONRL_THREADS", "1")))
-    res = {"command": "reasonrl bench vla " + " ".join(overrides), "config": cfg.model_dump(),
+    res = {"command": "reasonrl bench vla " + " ".join(overrides), "defaults": BENCH_DEFAULTS, "config": cfg.model_dump(),
            "loadavg_before": open("/proc/loadavg").read().split()[:3], "seeds": []}
     for seed in seeds:
         res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true",
