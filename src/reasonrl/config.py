@@ -386,6 +386,15 @@ class Config(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     ssrl: SSRLConfig = Field(default_factory=SSRLConfig)
     perf: PerfConfig = Field(default_factory=PerfConfig)
+    embodied: dict[str, Any] | None = Field(None, description=(
+        "Embodied (VLA) settings for rollout.mode=vla: env, policy, sft, eval (docs/embodied.md)."))
+
+    @field_validator("embodied")
+    @classmethod
+    def _embodied(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from reasonrl.embodied.config import validate_embodied
+
+        return validate_embodied(v)
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":

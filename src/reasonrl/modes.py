@@ -27,6 +27,10 @@ _LAZY: dict[str, str] = {
     "ssrl": "reasonrl.modes:ssrl_mode",
     "vla": "reasonrl.embodied.stage:make_vla_stage",
 }
+# Modes whose policy is not a causal LM loaded from model.path build it themselves:
+# ``builder(cfg, log) -> (model, tokenizer)`` (the trainer's ``load_model`` asks here first).
+_MODEL_BUILDERS: dict[str, Callable[..., Any]] = {}
+_MODEL_LAZY: dict[str, str] = {"vla": "reasonrl.embodied.stage:build_vla_model"}
 
 
 def register_mode(name: str, factory: Callable[..., Any]) -> None:
@@ -34,6 +38,21 @@ def register_mode(name: str, factory: Callable[..., Any]) -> None:
     if not callable(factory):
         raise TypeError(f"mode {name!r}: factory must be callable, got {type(factory).__name__}")
     _REGISTRY[name] = factory
+
+
+def register_model_builder(name: str, builder: Callable[..., Any]) -> None:
+    """Mode ``name`` builds its own policy: ``builder(cfg, log) -> (model, tokenizer)`` replaces loading
+    ``model.path`` (checkpoints and resume still go through the trainer as for any HF model)."""
+    _MODEL_BUILDERS[name] = builder
+
+
+def model_builder(cfg) -> Callable[..., Any] | None:
+    """The configured mode's policy builder, or None (the policy is ``model.path``)."""
+    name = mode_name(cfg)
+    if name not in _MODEL_BUILDERS and name in _MODEL_LAZY:
+        mod, _, attr = _MODEL_LAZY[name].partition(":")
+        _MODEL_BUILDERS[name] = getattr(importlib.import_module(mod), attr)
+    return _MODEL_BUILDERS.get(name)
 
 
 def available_modes() -> list[str]:

@@ -52,3 +52,24 @@ def test_act_logprobs_use_the_temperature():
     assert torch.allclose(lp, ref, atol=1e-6)
     g, _ = policy.act(ids, mask, state, None, temperature=2.0, greedy=True)
     assert torch.equal(g, policy.call_logits(ids, mask, state).argmax(-1))
+
+
+def test_gaussian_head_is_a_discretised_gaussian_over_the_bins(tmp_path):
+    policy, _ = tiny_policy(chunk_len=1, head="gaussian", min_sigma=0.05)
+    h = torch.zeros(1, 4, policy.config.d_model)
+    with torch.no_grad():
+        policy.head.weight.zero_()
+        policy.head.bias.copy_(torch.tensor([0.5, -20.0]))  # mu = 1.05 tanh(0.5); sigma -> its floor
+    mu = 1.05 * torch.tanh(torch.tensor(0.5))
+    logits = policy.logits(h)
+    c = torch.linspace(-1, 1, policy.config.n_bins)
+    assert int(logits[0, 0].argmax()) == int((c - mu).abs().argmin())  # greedy = the bin nearest the mean
+    p = torch.softmax(logits[0, 0], -1)
+    assert torch.all(p[1:] >= 0) and torch.allclose(p.sum(), torch.tensor(1.0))
+    # neighbouring bins share probability (no free per-bin logits): mass falls off with distance to mu
+    d = (c - mu).abs()
+    assert torch.all(p[d.argsort()][:-1] >= p[d.argsort()][1:] - 1e-7)
+    policy.save_pretrained(tmp_path)  # the head kind survives save/load
+    from reasonrl.embodied.policy import VLAPolicy
+
+    assert VLAPolicy.from_pretrained(tmp_path).config.head == "gaussian"

@@ -21,7 +21,8 @@ def test_collect_returns_contiguous_groups_of_trajectories():
         col = _stage(pool, 0.0, 1.0).collect(3, torch.Generator().manual_seed(0))
     b = col.batch
     assert len(b) == 12 and b.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert [t["task"] for t in col.tasks] == [b.info["task"][i] for i in (0, 4, 8)]
+    assert [t.meta["task"] for t in col.tasks] == [b.info["task"][i] for i in (0, 4, 8)]
+    assert [t.uid for t in col.tasks] == [f"{t}:{s}" for t, s in zip(b.info["task"][::4], b.info["seed"][::4])]
     assert len({(t, s) for t, s in zip(b.info["task"][:4], b.info["seed"][:4])}) == 1  # one initial state per group
     assert set(b.rewards.tolist()) <= {0.0, 1.0} and b.rewards.tolist() == [float(c) for c in b.info["correct"]]
     assert torch.equal(b.loss_mask.sum(1) % 4, torch.zeros(12))  # whole env steps of 4 tokens each

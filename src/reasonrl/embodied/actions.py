@@ -11,7 +11,9 @@ finish-step mask a single comparison.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,6 +63,20 @@ class ActionTokenizer:
 
     def state_dict(self) -> dict:
         return {"low": self.low.tolist(), "high": self.high.tolist(), "n_bins": self.n_bins}
+
+    # The trainer treats this as the run's tokenizer: it pads rows with ``pad_token_id`` and saves it next
+    # to the weights in every checkpoint (``save_pretrained``), as it would a text tokenizer.
+    pad_token_id = 0
+    FILE = "action_tokenizer.json"
+
+    def save_pretrained(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / self.FILE).write_text(json.dumps(self.state_dict()))
+
+    @classmethod
+    def from_pretrained(cls, path) -> "ActionTokenizer":
+        d = json.loads((Path(path) / cls.FILE).read_text())
+        return cls(np.array(d["low"]), np.array(d["high"]), int(d["n_bins"]))
 
 
 def chunk_tokens(tokens: np.ndarray) -> np.ndarray:

@@ -1,11 +1,13 @@
 """``reasonrl bench vla``: one-demo SFT start -> GRPO vs an equal-update imitation control, per seed.
 
 Arms, all scored greedy on the same fixed held-out initial states (``eval.states_per_task`` per task):
-- ``start``: behaviour cloning on one scripted demonstration per task (the paper's one-trajectory SFT);
-- ``grpo``: ``start`` + ``train.steps`` GRPO steps (rollout stage + recipe, configs/vla_fetch.yaml settings);
+- ``start``: behaviour cloning on one scripted demonstration per task plus ``sft.augment`` symmetry copies
+  of it (the paper's one-trajectory SFT);
+- ``grpo``: ``start`` + ``train.steps`` GRPO steps (rollout stage + recipe);
 - ``control``: ``start`` + as many more behaviour-cloning updates on the same demonstrations as GRPO
-  made optimizer updates (it uses no environment steps: imitation cannot use them);
-- ``bc10`` (``bench.reference=true``): behaviour cloning on ten demonstrations per task, same total updates.
+  made optimizer updates (the equal-budget imitation control: imitation has no use for env steps);
+- ``bc10`` (``bench.reference=true``): behaviour cloning on ten demonstrations per task (+ the same number of
+  copies each), ``sft.steps`` + the same updates: the stronger imitation reference.
 Writes ``results.json`` and ``results.md`` (with intervals, env steps/s, the env/policy/learner time
 split and the load average) to ``bench.out``.
 """
@@ -21,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (see docs/embodied.md); any config override wins
+BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (docs/embodied.md, benchmarks/vla/results.md); overrides win
     "env.tasks=[reach]", "env.max_steps=20", "env.chunk_len=2", "env.n_workers=2", "eval.states_per_task=256",
-    "train.steps=12", "rollout.groups_per_step=8", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=4",
-    "train.lr=1e-3", "sft.steps=100",
+    "policy.head=gaussian", "policy.min_sigma=0.2", "sft.augment=2", "sft.steps=100",
+    "train.steps=24", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
+    "train.lr=3e-4",
 ]
 
 
@@ -41,7 +44,7 @@ def _arm(success: torch.Tensor, inits) -> dict:
         t: float(success[torch.tensor([x == t for x, _ in inits])].float().mean()) for t in dict.fromkeys(x for x, _ in inits)}}
 
 
-def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
+def run_seed(cfg, seed: int, reference: bool, log=print, strips: Path | None = None) -> dict:
     from reasonrl.embodied import train as T
     from reasonrl.embodied.envs import EnvPool
     from reasonrl.eval.metrics import paired_comparison
@@ -50,7 +53,7 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
     inits = T.held_out_inits(cfg)
     out: dict = {"seed": seed}
     with EnvPool(cfg.env.n_workers, cfg.env.image_size, cfg.env.max_steps) as pool:
-        demos = T.gather_demos(cfg, 1, offset=seed)
+        demos = T.sft_demos(cfg, 1, offset=seed)
         policy, tok = T.build_policy(cfg, demos)
         rows = T.demo_rollouts(demos, policy, tok, cfg.env.max_steps)
         t0 = time.perf_counter()
@@ -60,6 +63,8 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         ev = {}
         _, tr = T.evaluate(policy, pool, tok, inits)
         ev["start"] = tr.success
+        if strips is not None:
+            _strip(policy, tok, cfg, inits, strips / f"seed{seed}_start.png")
         log(f"seed {seed}: start success {float(tr.success.float().mean()):.3f}")
 
         t0 = time.perf_counter()
@@ -67,6 +72,8 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         out["grpo_wall_s"] = time.perf_counter() - t0
         _, tr = T.evaluate(policy, pool, tok, inits)
         ev["grpo"] = tr.success
+        if strips is not None:
+            _strip(policy, tok, cfg, inits, strips / f"seed{seed}_grpo.png")
         updates = int(sum(h["train/updates"] for h in hist))
         env_steps = int(sum(h["env/steps"] for h in hist))
         rollout_s = sum(h["time/rollout_s"] for h in hist)
@@ -87,7 +94,7 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
         log(f"seed {seed}: control success {float(tr.success.float().mean()):.3f}")
 
         if reference:
-            demos10 = T.gather_demos(cfg, 10, offset=seed)
+            demos10 = T.sft_demos(cfg, 10, offset=seed)
             ref, _ = T.build_policy(cfg, demos10)
             T.sft(ref, T.demo_rollouts(demos10, ref, tok, cfg.env.max_steps), cfg.sft.steps + updates,
                   T.make_optimizer(ref, cfg.sft.lr, cfg), cfg)
@@ -100,11 +107,24 @@ def run_seed(cfg, seed: int, reference: bool, log=print) -> dict:
     return out
 
 
+def _strip(policy, tok, cfg, inits, path: Path) -> None:
+    """The first held-out episodes rendered as a PNG strip (and GIF) next to the results."""
+    from reasonrl.embodied.episodes import record_episodes, save_strip
+
+    n = cfg.eval.strip_episodes
+    if n:
+        save_strip(record_episodes(policy, tok, inits[:n], cfg.env.max_steps, cfg.eval.strip_size), path)
+
+
 def _markdown(res: dict) -> str:
     arms = list(res["seeds"][0]["arms"])
     lines = ["# reasonrl bench vla: one-demo SFT start -> GRPO vs imitation control (FetchReach first)", "",
              f"Command: `{res['command']}`", "",
              f"Load average before / after: {res['loadavg_before']} / {res['loadavg_after']} (2 shared cores).", "",
+             "Settings: " + ", ".join(f"{k}" for k in res.get("defaults", [])) + ".", "",
+             "Arms: start = BC on 1 demo (+ its symmetry copies); grpo = start + GRPO; control = start + as many "
+             "more BC updates on the same data as GRPO made; bc10 = BC on 10 demos (+ copies), same total updates "
+             "(reference).", "",
              "Held-out greedy success on fixed initial states (Wilson 95% interval):", "",
              "| seed | " + " | ".join(arms) + " | GRPO - start | GRPO - control | updates | env steps | env steps/s | env / policy / learner s |",
              "|---" * (len(arms) + 7) + "|"]
@@ -118,6 +138,14 @@ def _markdown(res: dict) -> str:
                      f" | {g['updates']} | {g['env_steps']} | {g['env_steps_per_s']:.0f} | "
                      f"{ts['env']:.0f} / {ts['policy']:.0f} / {ts['learner']:.0f} |")
     m = res["mean"]
+    lines.append("")
+    for s in res["seeds"]:
+        lines.append(f"- seed {s['seed']}: sampled (T={res['config']['rollout']['temperature']}) success by GRPO step "
+                     f"{s['grpo']['sampled_success_by_step']}; GRPO wall {s['grpo_wall_s']:.0f} s; paired sign test "
+                     f"vs start: {s['paired']['grpo_vs_start_fixed']} states fixed / {s['paired']['grpo_vs_start_broke']} "
+                     f"broken, p {s['paired']['grpo_vs_start_sign_p']:.2g}; vs control: "
+                     f"{s['paired']['grpo_vs_control_fixed']} / {s['paired']['grpo_vs_control_broke']}, "
+                     f"p {s['paired']['grpo_vs_control_sign_p']:.2g}")
     lines += ["", f"Mean over seeds: " + ", ".join(f"{k} {m[k]:.3f}" for k in arms) +
               f"; GRPO - start {m['grpo'] - m['start']:+.3f}; GRPO - control {m['grpo'] - m['control']:+.3f}.", ""]
     return "\n".join(lines)
@@ -138,10 +166,11 @@ def run(overrides: list[str]) -> int:
     out = Path(bench.get("out", "benchmarks/vla"))
     out.mkdir(parents=True, exist_ok=True)
     apply_thread_policy(int(os.environ.get("REASONRL_THREADS", "1")))
-    res = {"command": "reasonrl bench vla " + " ".join(overrides), "config": cfg.model_dump(),
+    res = {"command": "reasonrl bench vla " + " ".join(overrides), "defaults": BENCH_DEFAULTS, "config": cfg.model_dump(),
            "loadavg_before": open("/proc/loadavg").read().split()[:3], "seeds": []}
     for seed in seeds:
-        res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true"))
+        res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true",
+                                     strips=out / "episodes" if seed == seeds[0] else None))
         res["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
         res["mean"] = {k: sum(s["arms"][k]["success"] for s in res["seeds"]) / len(res["seeds"])
                        for k in res["seeds"][0]["arms"]}

@@ -39,12 +39,19 @@ class PolicySection(_S):
     action_norm: Literal["bounds", "q99"] = Field("bounds", description=(
         "Action normalisation: the action space's bounds, or q01/q99 of the demonstrations (OpenVLA's; with one "
         "demonstration it cannot express actions the demo never took)."))
+    head: Literal["bins", "gaussian"] = Field("bins", description=(
+        "Action-token head: 'bins' = a free logit per bin (OpenVLA); 'gaussian' = a discretised Gaussian over the "
+        "same bins (mean and width per token), so credit for one bin also reaches its neighbours."))
+    min_sigma: float = Field(0.05, gt=0, description="Gaussian head: smallest width, in normalised action units [-1, 1].")
     vision_encoder: str | None = Field(None, description="Path of a transformers vision model (None = small CNN).")
     path: str | None = Field(None, description="Start from this saved policy instead of a fresh one.")
 
 
 class SFTSection(_S):
     demos_per_task: int = Field(1, ge=1, description="Scripted-expert demonstrations per task for the warm start.")
+    augment: int = Field(0, ge=0, description=(
+        "Symmetry copies per FetchReach demonstration (random rotation and scale about the start; "
+        "train.augment_demos); 0 = the demonstrations only."))
     steps: int = Field(150, ge=0, description="Behaviour-cloning optimizer steps (full batch of demonstrations).")
     lr: float = Field(1e-3, gt=0, description="Behaviour-cloning learning rate.")
 
@@ -73,15 +80,27 @@ class TrainSection(_S):
 class EvalSection(_S):
     states_per_task: int = Field(128, ge=1, description="Fixed held-out initial states per task (greedy decoding).")
     seed_base: int = Field(1_000_000_000, description="Held-out seeds are seed_base + i; training seeds stay below it.")
+    strip_episodes: int = Field(4, ge=0, description=(
+        "Greedy held-out episodes rendered into <run>/episodes/{before,after}.png/.gif at each evaluation (0 = off)."))
+    strip_size: int = Field(96, ge=16, description="Side in pixels of the rendered strip frames.")
 
 
-class VLARunConfig(_S):
+class EmbodiedSection(_S):
+    """The ``embodied:`` section of a trainer config (``reasonrl train`` with ``rollout.mode=vla``): what the
+    text trainer has no field for. Group size, temperature, steps, optimizer and recipe come from the
+    trainer's own sections (``rollout``, ``trainer``, ``optim``, ``algorithm``)."""
+
     env: EnvSection = EnvSection()
     policy: PolicySection = PolicySection()
     sft: SFTSection = SFTSection()
+    eval: EvalSection = EvalSection()
+
+
+class VLARunConfig(EmbodiedSection):
+    """The thin driver's and ``reasonrl bench vla``'s config: the embodied sections plus rollout/train/recipe."""
+
     rollout: RolloutSection = RolloutSection()
     train: TrainSection = TrainSection()
-    eval: EvalSection = EvalSection()
     algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28,
                                                                "loss_agg": "token-mean"},
                                       description="Recipe and its parameters (any registered GRPO-family recipe).")
@@ -98,6 +117,9 @@ class VLARunConfig(_S):
 def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> VLARunConfig:
     """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
     raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+    if "embodied" in raw:
+        raise ValueError(f"{path} is a trainer config (it has an `embodied:` section): run it with "
+                         f"`reasonrl train {path}`; the thin driver takes the VLARunConfig layout (docs/embodied.md)")
     for ov in overrides:
         key, eq, val = ov.partition("=")
         if not eq:
@@ -112,3 +134,28 @@ def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) 
     except ValidationError as e:
         msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise ValueError(f"invalid VLA config {path or '(defaults)'}: {msg}") from None
+
+
+def validate_embodied(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trainer config's ``embodied:`` section checked at load time (``reasonrl.config``); returned as a
+    plain dict with every default filled in."""
+    if v is None:
+        return None
+    return EmbodiedSection.model_validate(v).model_dump()
+
+
+def from_trainer_config(cfg) -> VLARunConfig:
+    """A trainer ``Config`` with ``rollout.mode=vla`` as the stage's ``VLARunConfig``.
+
+    Dynamic sampling is the recipe's job there (``algorithm.name=dapo`` drops groups with equal rewards,
+    which with ``rollout.n=8`` is exactly SimpleVLA-RL's [0.1, 0.9] band), so the stage keeps every group.
+    """
+    e = cfg.embodied or {}
+    o = cfg.optim
+    return VLARunConfig.model_validate({
+        **{k: e[k] for k in ("env", "policy", "sft", "eval") if k in e},
+        "rollout": {"n": cfg.rollout.n, "groups_per_step": cfg.trainer.prompts_per_step,
+                    "temperature": cfg.rollout.temperature, "accuracy_low": 0.0, "accuracy_high": 1.0, "max_rounds": 1},
+        "train": {"steps": cfg.trainer.steps, "epochs": cfg.trainer.epochs, "lr": o.lr, "betas": o.betas,
+                  "weight_decay": o.weight_decay, "grad_clip": o.grad_clip, "seed": cfg.run.seed},
+        "algorithm": cfg.algorithm, "out": str(cfg.run_dir)})

@@ -20,7 +20,7 @@ import math
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
 
 PAD, UNK = 0, 1
 
@@ -32,7 +32,7 @@ class VLAConfig(PretrainedConfig):
                  n_bins: int = 256, image_size: int = 0, vision_encoder: str | None = None, d_model: int = 64,
                  n_layer: int = 2, n_head: int = 4, state_mean: list[float] | None = None,
                  state_std: list[float] | None = None, action_low: list[float] | None = None,
-                 action_high: list[float] | None = None, **kw):
+                 action_high: list[float] | None = None, head: str = "bins", min_sigma: float = 0.05, **kw):
         self.words = list(words or [])  # instruction vocabulary; ids 0 = pad, 1 = unknown word
         self.state_dim, self.action_dim, self.chunk_len, self.n_bins = state_dim, action_dim, chunk_len, n_bins
         self.image_size = image_size  # 0 = no camera input
@@ -43,6 +43,10 @@ class VLAConfig(PretrainedConfig):
         self.state_std = list(state_std) if state_std is not None else [1.0] * state_dim
         self.action_low = list(action_low) if action_low is not None else [-1.0] * action_dim
         self.action_high = list(action_high) if action_high is not None else [1.0] * action_dim
+        if head not in ("bins", "gaussian"):
+            raise ValueError(f"head must be 'bins' or 'gaussian', got {head!r}")
+        self.head = head  # "bins": free logit per bin (OpenVLA); "gaussian": discretised Gaussian over the bins
+        self.min_sigma = min_sigma  # gaussian head: smallest standard deviation, in normalised action units
         super().__init__(**kw)
 
     @property
@@ -97,7 +101,9 @@ class VLAPolicy(PreTrainedModel):
         self.queries = nn.Parameter(torch.randn(config.tokens_per_call, d) * 0.02)
         self.backbone = GPT2Model(GPT2Config(n_embd=d, n_layer=config.n_layer, n_head=config.n_head, n_positions=128,
                                              vocab_size=1, bos_token_id=None, eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-        self.head = nn.Linear(d, config.n_bins)
+        gaussian = getattr(config, "head", "bins") == "gaussian"
+        self.head = nn.Linear(d, 2 if gaussian else config.n_bins)
+        self.register_buffer("bin_values", torch.linspace(-1.0, 1.0, config.n_bins), persistent=False)
         self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32))
         self.post_init()
@@ -141,8 +147,23 @@ class VLAPolicy(PreTrainedModel):
         h = self.backbone(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
         return h[:, -q.shape[1]:]
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Action-token logits (..., n_bins) from backbone outputs.
+
+        ``head="gaussian"`` reads a mean and a width per token and scores bin value ``c`` by
+        ``-(c - mu)^2 / (2 sigma^2)``: still a softmax over the same ``n_bins`` action tokens (sampling,
+        log-probs and every recipe unchanged), but neighbouring bins share credit, so an update toward a
+        successful action also moves its neighbours (the free per-bin head learns each bin separately).
+        """
+        out = self.head(h)
+        if getattr(self.config, "head", "bins") != "gaussian":
+            return out
+        mu = torch.tanh(out[..., :1].float()) * 1.05
+        sigma = nn.functional.softplus(out[..., 1:].float() + 0.5) * 0.5 + self.config.min_sigma
+        return -0.5 * ((self.bin_values - mu) / sigma) ** 2
+
     def call_logits(self, instr, instr_mask, state, image=None) -> torch.Tensor:
-        return self.head(self.call_hidden(instr, instr_mask, state, image))
+        return self.logits(self.call_hidden(instr, instr_mask, state, image))
 
     @torch.no_grad()
     def act(self, instr: torch.Tensor, instr_mask: torch.Tensor, state: torch.Tensor, image: torch.Tensor | None,
@@ -189,7 +210,7 @@ class VLAPolicy(PreTrainedModel):
             r, c = rows[s: s + step], calls[s: s + step]
             img = images[r.cpu(), c.cpu()].to(dev) if images is not None and self.image_enc is not None else None
             h = self.call_hidden(instr[r], imask[r], states[r, c], img)
-            lsm = torch.log_softmax(self.head(h).float() / temperature, -1)
+            lsm = torch.log_softmax(self.logits(h).float() / temperature, -1)
             logp = logp.index_put((r, c), lsm.gather(-1, resp_p[r, c][..., None]).squeeze(-1))
             if with_entropy:
                 ent = ent.index_put((r, c), -(lsm.exp() * lsm).sum(-1))
@@ -208,3 +229,4 @@ class VLAPolicy(PreTrainedModel):
 
 AutoConfig.register(VLAConfig.model_type, VLAConfig, exist_ok=True)
 AutoModel.register(VLAConfig, VLAPolicy, exist_ok=True)
+AutoModelForCausalLM.register(VLAConfig, VLAPolicy, exist_ok=True)  # the trainer's resume loads checkpoints this way

@@ -19,6 +19,15 @@ from reasonrl.embodied.envs import EnvPool
 from reasonrl.embodied.rollout import run_episodes, success_rate_filter, to_rollouts
 
 from reasonrl.rollout.stage import Collected
+from reasonrl.tasks.base import Task
+
+
+def init_task(task: str, seed: int) -> Task:
+    """An initial state as the trainer's ``Task`` (uid, instruction as prompt; the verifier is the env)."""
+    from reasonrl.embodied.envs import TASKS
+
+    return Task(uid=f"{task}:{seed}", prompt=TASKS[task].instruction, answer="success", verifier="env",
+                meta={"task": task, "seed": int(seed)})
 
 
 class VLARolloutStage:
@@ -38,7 +47,7 @@ class VLARolloutStage:
     def collect(self, n_groups: int, rng: torch.Generator | None = None) -> Collected:
         r = self.cfg.rollout
         kept: list[Rollouts] = []
-        tasks: list[dict] = []
+        tasks: list[Task] = []
         have, rounds = 0, 0
         stats = {"success": [], "zero_var": 0.0, "groups": 0, "env_steps": 0}
         timing = {"env_wall_s": 0.0, "env_step_s": 0.0, "render_s": 0.0, "policy_s": 0.0}
@@ -57,7 +66,7 @@ class VLARolloutStage:
             stats["env_steps"] += traj.env_steps
             for k in timing:
                 timing[k] += traj.timing[k]
-            tasks.extend({"task": t, "seed": s} for t, s in inits)
+            tasks.extend(init_task(t, s) for t, s in inits)
             ro = ro.select(success_rate_filter(ro.rewards, ro.group_ids, r.accuracy_low, r.accuracy_high))
             room = (n_groups - have) * r.n
             ro = ro.select(list(range(min(len(ro), room))))
@@ -65,7 +74,9 @@ class VLARolloutStage:
             kept.append(ro)
         batch = concat(kept, 0) if kept else None
         wall = time.perf_counter() - t0
-        metrics = {"reward/accuracy": sum(stats["success"]) / max(1, len(stats["success"])),
+        acc = sum(stats["success"]) / max(1, len(stats["success"]))
+        metrics = {"reward/accuracy": acc, "reward/mean": acc,
+                   "response/length_mean": float(batch.response_valid.sum(1).float().mean()) if batch is not None else 0.0,
                    "batch/zero_var_frac": stats["zero_var"] / max(1, stats["groups"]), "batch/gen_rounds": rounds,
                    "batch/kept_groups": have, "env/steps": stats["env_steps"],
                    "perf/env_steps_per_s": stats["env_steps"] / max(wall, 1e-9),
@@ -73,17 +84,78 @@ class VLARolloutStage:
         return Collected(batch=batch, tasks=tasks, metrics=metrics)
 
 
+    # ---------------------------------------------------------------- the trainer's optional stage hooks
+    def heldout_tasks(self) -> list[Task]:
+        """The fixed held-out initial states, as tasks (the trainer hashes them into its evaluation key)."""
+        from reasonrl.embodied.train import held_out_inits
+
+        return [init_task(t, s) for t, s in held_out_inits(self.cfg)]
+
+    def evaluate(self, model) -> tuple[dict[str, float], list[bool]]:
+        """Greedy success on the held-out initial states: ``pass@1`` (all tasks) and ``success/<task>``,
+        plus per-state correctness for the trainer's paired before/after test. Deterministic (greedy),
+        so it draws nothing from the training RNG streams."""
+        from reasonrl.embodied.train import evaluate, held_out_inits
+
+        inits = held_out_inits(self.cfg)
+        ev, traj = evaluate(model, self.pool, self.tok, inits)
+        out = {"pass@1": ev.pop("all"), **{f"success/{k}": v for k, v in ev.items()},
+               "env_steps_mean": float(traj.finish_step.float().mean())}
+        self.write_strip(model, inits)
+        return out, traj.success.tolist()
+
+    def write_strip(self, model, inits: list[tuple[str, int]]) -> None:
+        """``<out>/episodes/before.png`` at the first evaluation of a run, ``after.png`` at every later one
+        (the last is the final policy), each with a GIF; ``report.html`` shows them."""
+        from pathlib import Path
+
+        from reasonrl.embodied.episodes import record_episodes, save_strip
+
+        e = self.cfg.eval
+        if not e.strip_episodes:
+            return
+        d = Path(self.cfg.out) / "episodes"
+        name = "after" if (d / "before.png").exists() else "before"
+        k = max(1, e.strip_episodes // len(self.cfg.env.tasks))  # the first states of each task
+        by_task = [x for t in self.cfg.env.tasks for x in [i for i in inits if i[0] == t][:k]]
+        save_strip(record_episodes(model, self.tok, by_task, self.cfg.env.max_steps, e.strip_size), d / f"{name}.png")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 def make_vla_stage(cfg, model, tokenizer, scorer) -> VLARolloutStage:
     """Mode factory ``(cfg, model, tokenizer, scorer) -> RolloutStage`` for the trainer's mode registry.
 
-    ``cfg.embodied`` (or ``cfg`` itself) is a ``VLARunConfig``; ``tokenizer`` is the action tokenizer
-    (the policy carries its instruction vocabulary); the environment's success flag is the scorer.
+    ``cfg`` is a trainer ``Config`` (its ``embodied:`` section plus rollout/trainer/algorithm,
+    ``config.from_trainer_config``), a ``VLARunConfig`` or its dict; ``tokenizer`` is the action tokenizer (the
+    policy carries its instruction vocabulary); the environment's success flag is the scorer.
     """
-    run_cfg = getattr(cfg, "embodied", cfg)
-    if not isinstance(run_cfg, VLARunConfig):
-        run_cfg = VLARunConfig.model_validate(run_cfg)
+    from reasonrl.embodied.config import from_trainer_config
+
+    if isinstance(cfg, dict):
+        cfg = VLARunConfig.model_validate(cfg)
+    run_cfg = cfg if isinstance(cfg, VLARunConfig) else from_trainer_config(cfg)
     if not isinstance(tokenizer, ActionTokenizer):
         c = model.config
         tokenizer = ActionTokenizer(c.action_low, c.action_high, c.n_bins)
     pool = EnvPool(run_cfg.env.n_workers, run_cfg.env.image_size, run_cfg.env.max_steps)
     return VLARolloutStage(model, pool, tokenizer, run_cfg)
+
+
+def build_vla_model(cfg, log=print):
+    """Mode ``vla``'s policy builder (``reasonrl.modes``): a fresh policy (or ``embodied.policy.path``) and
+    its action tokenizer, warm-started by behaviour cloning on ``embodied.sft.demos_per_task`` scripted
+    demonstrations per task. Deterministic given the config, so a resumed run rebuilds the same start
+    before its checkpoint's weights replace it."""
+    from reasonrl.embodied import train as T
+    from reasonrl.embodied.config import from_trainer_config
+
+    run_cfg = from_trainer_config(cfg)
+    demos = T.sft_demos(run_cfg, run_cfg.sft.demos_per_task)
+    policy, tok = T.build_policy(run_cfg, demos)
+    if not run_cfg.policy.path and run_cfg.sft.steps:
+        rows = T.demo_rollouts(demos, policy, tok, run_cfg.env.max_steps)
+        losses = T.sft(policy, rows, run_cfg.sft.steps, T.make_optimizer(policy, run_cfg.sft.lr, run_cfg), run_cfg)
+        log(f"vla: behaviour cloning on {len(demos)} demonstration(s), {run_cfg.sft.steps} steps, loss {losses[-1]:.3f}")
+    return policy, tok

@@ -57,7 +57,7 @@ def build_policy(cfg: VLARunConfig, demos: list[Demo] | None = None) -> tuple[VL
     vc = VLAConfig(words=words, state_dim=STATE_DIM, action_dim=ACTION_DIM, chunk_len=cfg.env.chunk_len,
                    n_bins=p.n_bins, image_size=cfg.env.image_size, vision_encoder=p.vision_encoder, d_model=p.d_model,
                    n_layer=p.n_layer, n_head=p.n_head, state_mean=mean, state_std=std,
-                   action_low=tok.low.tolist(), action_high=tok.high.tolist())
+                   action_low=tok.low.tolist(), action_high=tok.high.tolist(), head=p.head, min_sigma=p.min_sigma)
     return VLAPolicy(vc), tok
 
 
@@ -67,6 +67,41 @@ def gather_demos(cfg: VLARunConfig, per_task: int, offset: int = 0) -> list[Demo
     return [d for task in cfg.env.tasks
             for d in collect_demos(task, per_task, range(base, base + 50 * per_task),
                                    cfg.env.chunk_len, cfg.env.max_steps, cfg.env.image_size)]
+
+
+def sft_demos(cfg: VLARunConfig, per_task: int, offset: int = 0) -> list[Demo]:
+    """The warm start's data: ``gather_demos`` plus ``sft.augment`` symmetry copies of each reach demo."""
+    return augment_demos(gather_demos(cfg, per_task, offset), cfg.sft.augment, seed=cfg.train.seed + offset)
+
+
+def augment_demos(demos: list[Demo], copies: int, seed: int = 0, scale: tuple[float, float] = (0.5, 1.5)) -> list[Demo]:
+    """The demonstrations plus ``copies`` symmetry-transformed copies of each FetchReach demo.
+
+    Reaching in free space looks the same under a rotation about the start position and (roughly) under
+    scaling the displacement: a copy maps positions ``p -> p0 + s R (p - p0)`` (gripper, goal), velocities
+    and goal-relative vectors ``v -> s R v`` and the xyz actions ``a -> clip(s R a)`` with a random 3-D
+    rotation R and scale s. It is a prior about the task, not new demonstrations: no expert, no
+    simulator. Push and pick-and-place demos (an object on a table) are kept as they are."""
+    rng = np.random.default_rng(seed)
+    out = list(demos)
+    for d in demos:
+        if d.task != "reach":
+            continue
+        p0 = d.states[0, 0:3].copy()
+        for _ in range(copies):
+            q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+            rot = q * np.sign(np.diag(r))  # uniform over O(3): reflections too
+            sc = rng.uniform(*scale)
+            st = d.states.copy()
+            for sl in (slice(0, 3), slice(25, 28)):  # gripper and goal positions
+                st[:, sl] = p0 + sc * (d.states[:, sl] - p0) @ rot.T
+            for sl in (slice(5, 8), slice(28, 31)):  # gripper velocity, goal - gripper
+                st[:, sl] = sc * d.states[:, sl] @ rot.T
+            act = d.actions.copy()
+            act[..., :3] = np.clip(sc * d.actions[..., :3] @ rot.T, -1.0, 1.0)
+            out.append(Demo(d.task, d.seed, st.astype(np.float32), d.images, act.astype(np.float32), d.finish_step,
+                            d.success))
+    return out
 
 
 def demo_rollouts(demos: list[Demo], policy: VLAPolicy, tok: ActionTokenizer, max_steps: int) -> Rollouts:
@@ -225,7 +260,7 @@ def train(cfg: VLARunConfig, log=print) -> dict:
     """SFT warm start from scripted demonstrations, then ``train.steps`` GRPO steps; writes ``cfg.out``."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    demos = gather_demos(cfg, cfg.sft.demos_per_task)
+    demos = sft_demos(cfg, cfg.sft.demos_per_task)
     policy, tok = build_policy(cfg, demos)
     rng = torch.Generator().manual_seed(cfg.train.seed)
     summary: dict = {"config": cfg.model_dump()}

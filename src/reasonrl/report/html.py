@@ -82,6 +82,21 @@ def _plots_section(run_dir: Path) -> str:
     return f"<div class=plots>{''.join(imgs)}</div>"
 
 
+def _episodes_section(run_dir: Path) -> list[str]:
+    """Episode strips of embodied runs (``episodes/*.png``, before first; a same-named GIF is linked)."""
+    d = run_dir / "episodes"
+    pngs = sorted(d.glob("*.png"), key=lambda p: (p.stem != "before", p.stem)) if d.is_dir() else []
+    if not pngs:
+        return []
+    out = ["<h2>Episodes</h2>"]
+    for p in pngs:
+        rel = _esc(p.relative_to(run_dir).as_posix())
+        gif = p.with_suffix(".gif")
+        link = f' (<a href="{_esc(gif.relative_to(run_dir).as_posix())}">animation</a>)' if gif.is_file() else ""
+        out.append(f'<h3>{_esc(p.stem)}{link}</h3><div class=plots><img src="{rel}" alt="{_esc(p.stem)}"></div>')
+    return out
+
+
 def _read_sample_rows(path: Path) -> list[dict[str, Any]]:
     """First and last ``SAMPLES_PER_END`` parseable rows, streaming (the file can be large)."""
     head: list[dict[str, Any]] = []
@@ -153,6 +168,7 @@ def write_report(
                   '<p>Interactive plots, distributions and the sample browser with per-token shading '
                   '(<a href="dashboard.html">open on its own</a>).</p>',
                   '<iframe src="dashboard.html" title="run dashboard" class=dashboard></iframe>']
+    parts += _episodes_section(run_dir)
     links = [n for n in ("metrics.jsonl", "samples.jsonl", "summary.json", "config.yaml")
              if (run_dir / n).is_file()]
     if links:

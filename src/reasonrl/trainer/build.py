@@ -54,7 +54,12 @@ def make_scorer(cfg: Config):
 def load_model(cfg: Config, log=print) -> tuple[torch.nn.Module, Any, Path]:
     from reasonrl.models.loading import load_policy
     from reasonrl.models.resolve import resolve_model
+    from reasonrl.modes import model_builder
 
+    builder = model_builder(cfg)
+    if builder is not None:  # a mode whose policy is not a causal LM (vla) builds it
+        model, tok = builder(cfg, log)
+        return model, tok, None
     model_dir = resolve_model(cfg.model.path, log)
     model, tok = load_policy(model_dir, dtype=cfg.model.dtype)
     return model, tok, model_dir
@@ -90,7 +95,7 @@ def build(cfg: Config, *, log=print, model: torch.nn.Module | None = None, token
     model, tokenizer, recipe = learner.model, learner.tok, learner.recipe
     scorer = make_scorer(cfg)
     stage = make_rollout_stage(cfg, model, tokenizer, scorer)
-    test_tasks = heldout_tasks(cfg)
+    test_tasks = stage.heldout_tasks() if hasattr(stage, "heldout_tasks") else heldout_tasks(cfg)
     eval_scorer = getattr(stage, "scorer", scorer)
     if any(t.verifier == "code" for t in test_tasks):
         eval_scorer.executor  # start the sandbox now: no bubblewrap -> fail before any work, with the fix

@@ -65,7 +65,10 @@ def evaluate(tr) -> dict[str, float]:
     was = tr.model.training
     rng, counters = capture_rng(), counters_state(tr)
     try:
-        out, tr.last_eval_correct = run_eval(tr.engine, tr.scorer, tr.test_tasks, st, return_correct=True)
+        if hasattr(tr.stage, "evaluate"):  # a stage that scores its own held-out set (vla: env success)
+            out, tr.last_eval_correct = tr.stage.evaluate(tr.model)
+        else:
+            out, tr.last_eval_correct = run_eval(tr.engine, tr.scorer, tr.test_tasks, st, return_correct=True)
         return out
     finally:
         restore_rng(rng)
