@@ -1,31 +1,42 @@
-"""Writes benchmarks/smollm2/arith1.jsonl: one-operation built-in arith problems without the left-to-right rule.
+"""Writes benchmarks/smollm2/arith1.jsonl: small one-operation problems SmolLM2-135M-Instruct can sometimes solve.
 
-The built-in arith family attaches ``meta["instruction"]`` (evaluate strictly left to right, "2+3*4 = 20")
-to every prompt, and the boxed/chat templates append it. For one operation the rule changes nothing, but it
-derails SmolLM2-135M-Instruct: it starts applying "2+3*4 = 20" to ``75-70`` (0/32 held-out greedy
-correct even under lenient grading, 3.9 % of samples; benchmarks/smollm2/README.md). The same problems
-without it, as a task file: the train and test splits of the built-in generator (disjoint by its hash
-split), prompt and answer only.
+Two things about the built-in arith family (``builtin:arith``) leave this model without a learning signal:
+
+- every prompt carries ``meta["instruction"]`` (evaluate strictly left to right, "2+3*4 = 20"), which the
+  boxed/chat templates append; for one operation the rule changes nothing, but the model starts applying
+  "2+3*4 = 20" to ``75-70`` (0/32 held-out greedy correct even under lenient grading, 3.9 % of samples);
+- without it, two-digit operands (1..99) are still too hard: 1/32 greedy, 4.7 % of samples, so most
+  GRPO groups have zero variance (benchmarks/smollm2/README.md).
+
+So: ``a+b`` and ``a-b`` with operands 1..20 (``a >= b``), and ``a*b`` with operands 2..9, each problem
+once, as ``Compute a+b.`` with no instruction; the split is the built-in suite's stable hash split of the
+canonical string (``tasks.builtin.split_of``), so train and test are disjoint.
 
 usage: python benchmarks/smollm2/make_data.py [OUT]   (deterministic: rerunning writes the same file)
 """
 
 import json
+import random
 import sys
 from pathlib import Path
 
-from reasonrl.tasks.builtin import generate
+from reasonrl.tasks.builtin import split_of
 
-N = {"train": 512, "test": 128}
+
+def problems() -> list[tuple[str, int]]:
+    out = [(f"{a}+{b}", a + b) for a in range(1, 21) for b in range(1, 21)]
+    out += [(f"{a}-{b}", a - b) for a in range(1, 21) for b in range(1, a + 1)]
+    out += [(f"{a}*{b}", a * b) for a in range(2, 10) for b in range(2, 10)]
+    random.Random(0).shuffle(out)  # the trainer reads a task file in order: mix the operations
+    return out
 
 
 def main(out: str = str(Path(__file__).with_name("arith1.jsonl"))) -> None:
-    rows = []
-    for split, n in N.items():
-        for t in generate("arith", n, split=split, seed=0, difficulty=1, unique=True):
-            rows.append({"uid": t.uid, "prompt": t.prompt, "answer": t.answer, "verifier": "math", "split": split})
+    rows = [{"uid": f"small-{expr}", "prompt": f"Compute {expr}.", "answer": str(v), "verifier": "math",
+             "split": split_of(f"arith:{expr}")} for expr, v in problems()]
     Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"wrote {len(rows)} rows to {out}")
+    n_test = sum(r["split"] == "test" for r in rows)
+    print(f"wrote {len(rows)} rows ({len(rows) - n_test} train, {n_test} test) to {out}")
 
 
 if __name__ == "__main__":
