@@ -148,6 +148,11 @@ class RewardConfig(_Section):
         "User reward functions 'pkg.mod:fn' or 'pkg.mod:fn=weight'; signature fn(prompt, response, answer, meta) -> float, "
         "or fn(tasks, responses) -> list[float] when decorated with @reasonrl.rewards.batch_reward."))
     math_timeout_s: float = Field(5.0, gt=0, description="Hard wall-clock limit per math-verify call (killable worker).")
+    extract: Literal["boxed", "answer_tag", "last_number", "lenient"] = Field("boxed", description=(
+        "How the math and exact verifiers find the answer in a response: 'boxed' (the last \\boxed{}, else the last "
+        "<answer> tag; the default, so results stay comparable), 'answer_tag' (only <answer>..</answer>), "
+        "'last_number' (the last number) or 'lenient' (box, else tag, else the number after 'answer is'/'Answer:', "
+        "else the last number: gives instruct models that rarely box a signal). Rules: rewards/answer_modes.py."))
     tag_format: float = Field(0.0, description="Weight of the tagged-output format reward (<think>..</think><answer>..</answer>, each once).")
     length_penalty: float = Field(0.0, ge=0, description=(
         "Weight of the length penalty: 0 up to reward.length_target_chars characters, then linearly down to -1 at twice that."))

@@ -13,7 +13,7 @@ import re
 
 from reasonrl.rewards.extract import find_boxes
 
-__all__ = ["format_reward"]
+__all__ = ["format_reward", "boxed_format_reward"]
 
 _TRAILER_RE = re.compile(r"(?:\s|\$|\\\]|\\\)|\.|</answer>|<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>)*")
 _BRACED_RE = re.compile(r"\\boxed\s*\{")
@@ -30,3 +30,9 @@ def format_reward(response: str) -> float:
     if not content or not _BRACED_RE.match(response, start):  # "\boxed 5" is not the braced form
         return 0.0
     return 1.0 if _TRAILER_RE.fullmatch(response, end) else 0.0
+
+
+def boxed_format_reward(prompt: str, response: str, answer: str, meta: dict) -> float:
+    """:func:`format_reward` as a user reward function, so it can be weighted next to others:
+    ``reward.functions=[reasonrl.rewards.format:boxed_format_reward=0.2]`` (same as ``reward.format=0.2``)."""
+    return format_reward(response)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonrl.rewards.answer_modes import ExtractMode, check_extract_mode
 from reasonrl.rewards.format import format_reward
 from reasonrl.rewards.kinds import length_penalty, tag_format_reward
 from reasonrl.rewards.math_verify_worker import MathVerifier, Verdict, get_default_verifier
@@ -44,9 +45,11 @@ class RewardSpec(BaseModel):
     user_fns: list[tuple[str, float]] = Field(default_factory=list, description=(
         f"('pkg.mod:fn', weight) pairs; signature {USER_FN_SIGNATURE}"))
     math_timeout_s: float = Field(5.0, gt=0, description="Hard wall-clock limit per math-verify call.")
+    extract: ExtractMode = Field("boxed", description="Answer extraction mode (reasonrl.rewards.answer_modes).")
 
     def build(self) -> "Scorer":
-        return Scorer(self.correctness_weight, self.format_weight, self.user_fns, self.math_timeout_s)
+        return Scorer(self.correctness_weight, self.format_weight, self.user_fns, self.math_timeout_s,
+                      extract=self.extract)
 
 
 def _finite_weight(name: str, w: Any) -> float:
@@ -68,7 +71,8 @@ class Scorer:
     ``infra_error`` is verdict ``error`` (invalid, never a wrong answer), ``timeout`` and
     ``memory_limit`` are ``timeout``, everything else that did not pass is ``wrong``. With
     ``code_partial_credit`` the correctness component of a code sample that did not pass is the
-    share of its test cases that passed (the verdict stays ``wrong``/``timeout``).
+    share of its test cases that passed (the verdict stays ``wrong``/``timeout``). ``extract`` picks
+    how the ``math`` and ``exact`` verifiers find the answer (:mod:`reasonrl.rewards.answer_modes`).
     """
 
     def __init__(self, correctness_weight: float = 1.0, format_weight: float = 0.0,
@@ -76,7 +80,8 @@ class Scorer:
                  verifier: MathVerifier | None = None, max_error_fraction: float = 0.5,
                  sandbox: SandboxConfig | None = None, executor: CodeExecutor | None = None,
                  tag_format_weight: float = 0.0, length_penalty_weight: float = 0.0, length_target_chars: int = 0,
-                 code_partial_credit: bool = False):
+                 code_partial_credit: bool = False, extract: str = "boxed"):
+        self.extract = check_extract_mode(extract)
         self.correctness_weight = _finite_weight("correctness_weight", correctness_weight)
         self.format_weight = _finite_weight("format_weight", format_weight)
         self.math_timeout_s = _finite_weight("math_timeout_s", math_timeout_s)

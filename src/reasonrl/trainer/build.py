@@ -46,7 +46,7 @@ def make_scorer(cfg: Config):
     return Scorer(correctness_weight=r.correctness, format_weight=r.format,
                   user_fns=fns, math_timeout_s=r.math_timeout_s, max_error_fraction=r.max_error_fraction,
                   tag_format_weight=r.tag_format, length_penalty_weight=r.length_penalty,
-                  length_target_chars=r.length_target_chars, code_partial_credit=r.code_partial_credit,
+                  length_target_chars=r.length_target_chars, code_partial_credit=r.code_partial_credit, extract=r.extract,
                   sandbox=SandboxConfig(isolation=r.code_sandbox, timeout_s=r.code_timeout_s,
                                         cpu_s=r.code_timeout_s, memory_mb=r.code_memory_mb, workers=r.code_workers))
 

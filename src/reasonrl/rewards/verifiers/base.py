@@ -27,6 +27,7 @@ class GradingContext(Protocol):
 
     sandbox: SandboxConfig
     code_partial_credit: bool
+    extract: str  # answer extraction mode (reward.extract, rewards/answer_modes.py)
 
 
 @dataclass
