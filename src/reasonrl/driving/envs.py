@@ -196,8 +196,13 @@ class DriveEpisode:
         s, _ = lane.local_coordinates(ego.position)
         route = self._route_cache or [ego.lane_index]
         on = [i for i, r in enumerate(route) if r[:2] == ego.lane_index[:2]]
-        route = [ego.lane_index] + route[on[0] + 1:] if on else [ego.lane_index]
-        pos, _ = net.position_heading_along_route(route, s + ahead, 0.0, ego.lane_index)
+        nxt = route[on[0] + 1:] if on else []
+        # explicit lane ids, clamped to each segment's lane count (None would reuse the current id)
+        route = [ego.lane_index] + [(a, b, min(ego.lane_index[2], len(net.graph[a][b]) - 1)) for a, b, _ in nxt]
+        try:
+            pos, _ = net.position_heading_along_route(route, s + ahead, 0.0, ego.lane_index)
+        except (IndexError, KeyError):
+            pos = lane.position(s + ahead, 0.0)
         return np.asarray(pos)
 
     def _obs(self, raw) -> DriveObs:
