@@ -66,7 +66,7 @@ class TrainSection(_S):
     epochs: int = Field(2, ge=1, description="Passes over each batch.")
     mini_batches: int = Field(2, ge=1, description="Optimizer steps per epoch (groups split evenly).")
     micro_batch: int = Field(0, ge=0, description="Rows per forward/backward slice (0 = whole mini-batch).")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the RL stage.")
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate of the RL stage (per-step Gaussians are narrow).")
     betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
