@@ -106,3 +106,22 @@ def test_save_and_load_in_hf_format(tmp_path):
 def test_bad_variant_is_refused():
     with pytest.raises(ValueError, match="variant"):
         DriveConfig(variant="sparse")
+
+
+def test_skill_routing_is_one_decision_per_call_across_euler_steps():
+    """The action router reads the observation context, so every denoising step of a call uses the same
+    experts (routing on the noisy action states switched experts mid-integration)."""
+    p = _policy("full_moe")
+    views, state, *_ = _batch(4)
+    seen = []
+    orig = p.velocity
+
+    def spy(x, t, cond):
+        v = orig(x, t, cond)
+        seen.append(p.last_action_routing.idx.clone())
+        return v
+
+    p.velocity = spy
+    p.act(views, state, noise=0.1, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == p.config.flow_steps
+    assert all(torch.equal(s, seen[0]) for s in seen)
