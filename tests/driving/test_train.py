@@ -52,7 +52,7 @@ def test_rollout_rows_recompute_their_logprobs_and_grpo_moves_the_policy():
     adv = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(-1, 1)
     before = float((again.detach() * adv * m).sum())
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)  # per-step Gaussians are narrow: small steps
-    metrics = grpo_update(T._LearnerView(policy, cfg.rollout.noise), opt, make_recipe(cfg.algorithm), b, cfg)
+    metrics = grpo_update(policy, opt, make_recipe(cfg.algorithm), b, cfg)  # the policy is the learner seam
     assert "actor/approx_kl" not in metrics or abs(metrics["actor/approx_kl"]) < 1e-3  # first epoch: on-policy
     after = float((T.sequence_logprobs(policy, b, cfg.rollout.noise) * adv * m).sum())
     assert after > before
@@ -68,3 +68,14 @@ def test_imitation_lowers_the_flow_loss_on_expert_data():
     last = sum(h["fm"] for h in hist[-10:]) / 10
     assert last < 0.6 * first, (first, last)
     assert policy.config.view_counts == torch.bincount(data.view_labels, minlength=4).tolist()
+
+
+def test_mode_factory_builds_a_stage_from_a_plain_dict():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    policy = T.build_policy(cfg)
+    stage = T.make_drive_stage({"driving": cfg.model_dump()}["driving"], policy)
+    try:
+        assert isinstance(stage, T.DriveRolloutStage) and stage.cfg.env.duration == 2
+    finally:
+        stage.pool.close()

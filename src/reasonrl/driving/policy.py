@@ -239,5 +239,30 @@ class DrivePolicy(PreTrainedModel):
         return fh.chain_logprob(self.velocity, chain, {"ctx": ctx, "skill": None, "mode": "topk"}, noise)
 
 
+    def sequence_logprobs(self, batch, temperature: float = 1.0, with_entropy: bool = False,
+                          return_hidden: bool = False, micro_batch: int | None = None):
+        """The learner seam (``rollout.logprobs.sequence_logprobs`` calls it): for trajectory rows whose
+        response is ``flow_steps`` "tokens" per policy call, the per-step log-probs (B, width) of the chains
+        in ``batch.extras["drive_chain"]`` under the current weights, from the stored observations
+        (``drive_views``, ``drive_state``) and noise (``drive_noise``). Calls past a row's mask are skipped
+        (entries 0). ``temperature`` is unused (exploration is the noise); entropy is the constant of the
+        Gaussian, returned as zeros."""
+        steps = self.config.flow_steps
+        b, width = batch.response_ids.shape
+        n_calls = -(-width // steps)
+        noise = float(batch.extras["drive_noise"][0])
+        live = torch.nn.functional.pad(batch.loss_mask, (0, n_calls * steps - width)).view(b, n_calls, steps)[..., 0]
+        rows = live.bool().nonzero()
+        out = torch.zeros((b, n_calls, steps))
+        if len(rows):
+            i, c = rows[:, 0], rows[:, 1]
+            lp = self.chain_logprob(batch.extras["drive_views"][i, c], batch.extras["drive_state"][i, c],
+                                    batch.extras["drive_chain"][i, c], noise)
+            out = out.index_put((i, c), lp)
+        lp = out.reshape(b, n_calls * steps)[:, :width]
+        ent = torch.zeros_like(lp) if with_entropy else None
+        return (lp, ent, None) if return_hidden else (lp, ent)
+
+
 AutoConfig.register(DriveConfig.model_type, DriveConfig, exist_ok=True)
 AutoModel.register(DriveConfig, DrivePolicy, exist_ok=True)

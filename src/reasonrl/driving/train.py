@@ -216,9 +216,9 @@ def episode_rewards(ep: Episodes, crash_weight: float) -> torch.Tensor:
     return crash_weight * (~ep.crashed).float() + ep.progress
 
 
-def to_rollouts(ep: Episodes, group_ids: torch.Tensor, crash_weight: float) -> Rollouts:
+def to_rollouts(ep: Episodes, group_ids: torch.Tensor, crash_weight: float, noise: float) -> Rollouts:
     """One row per episode: each policy call contributes ``flow_steps`` "tokens" (its denoising steps);
-    the loss mask covers the calls executed; observations and chains ride in ``extras``."""
+    the loss mask covers the calls executed; observations, chains and the sampling noise ride in ``extras``."""
     e, n_max, steps = ep.logp.shape
     width = n_max * steps
     mask = (torch.arange(width).view(1, -1) < (ep.n_calls * steps).view(-1, 1)).long()
@@ -229,42 +229,16 @@ def to_rollouts(ep: Episodes, group_ids: torch.Tensor, crash_weight: float) -> R
         response_text=[f"{f} seed={s} crashed={int(c)} progress={p:.2f}"
                        for (f, s), c, p in zip(ep.inits, ep.crashed.tolist(), ep.progress.tolist())],
         truncated=torch.zeros(e, dtype=torch.bool), rewards=episode_rewards(ep, crash_weight),
-        extras={"drive_views": ep.views, "drive_state": ep.state, "drive_chain": ep.chain},
+        extras={"drive_views": ep.views, "drive_state": ep.state, "drive_chain": ep.chain,
+                "drive_noise": torch.full((e,), float(noise))},
         info={"correct": ep.success.tolist(), "family": [f for f, _ in ep.inits], "seed": [s for _, s in ep.inits]})
 
 
-def sequence_logprobs(policy: DrivePolicy, batch: Rollouts, noise: float) -> torch.Tensor:
-    """(B, width) per-denoising-step log-probs of the stored chains under the current policy; calls
-    past the row's mask are skipped (their entries are 0)."""
-    steps = policy.config.flow_steps
-    b, width = batch.response_ids.shape
-    n_calls = -(-width // steps)
-    views = batch.extras["drive_views"][:, :n_calls]
-    state = batch.extras["drive_state"][:, :n_calls]
-    chain = batch.extras["drive_chain"][:, :n_calls]
-    live = batch.loss_mask.reshape(b, -1)[:, ::steps][:, :n_calls].bool() if width % steps == 0 else \
-        torch.ones((b, n_calls), dtype=torch.bool)
-    rows = live.nonzero()
-    out = torch.zeros((b, n_calls, steps))
-    if len(rows):
-        lp = policy.chain_logprob(views[rows[:, 0], rows[:, 1]], state[rows[:, 0], rows[:, 1]],
-                                  chain[rows[:, 0], rows[:, 1]], noise)
-        out = out.index_put((rows[:, 0], rows[:, 1]), lp)
-    return out.reshape(b, n_calls * steps)[:, :width]
-
-
-class _LearnerView(torch.nn.Module):
-    """The policy as the embodied learner step sees it: ``sequence_logprobs(batch, temperature=, ...)``."""
-
-    def __init__(self, policy: DrivePolicy, noise: float):
-        super().__init__()
-        self.policy, self.noise = policy, noise
-
-    def sequence_logprobs(self, batch, temperature: float = 1.0, with_entropy: bool = False,
-                          return_hidden: bool = False, micro_batch: int | None = None):
-        lp = sequence_logprobs(self.policy, batch, self.noise)
-        ent = torch.zeros_like(lp) if with_entropy else None
-        return (lp, ent, None) if return_hidden else (lp, ent)
+def sequence_logprobs(policy: DrivePolicy, batch: Rollouts, noise: float | None = None) -> torch.Tensor:
+    """(B, width) per-denoising-step log-probs of the stored chains (``DrivePolicy.sequence_logprobs``)."""
+    if noise is not None:
+        batch.extras["drive_noise"] = torch.full((len(batch),), float(noise))
+    return policy.sequence_logprobs(batch)[0]
 
 
 class DriveRolloutStage:
@@ -288,7 +262,7 @@ class DriveRolloutStage:
         inits = self.sample_inits(n_groups, rng)
         ep = run_episodes(self.policy, self.pool, [i for i in inits for _ in range(r.n)], noise=r.noise, generator=rng)
         gids = torch.arange(n_groups).repeat_interleave(r.n)
-        batch = to_rollouts(ep, gids, self.cfg.train.crash_weight)
+        batch = to_rollouts(ep, gids, self.cfg.train.crash_weight, r.noise)
         wall = time.perf_counter() - t0
         metrics = {"reward/mean": float(batch.rewards.mean()), "reward/accuracy": float(ep.success.float().mean()),
                    "episode/crash_rate": float(ep.crashed.float().mean()),
@@ -314,7 +288,6 @@ def rl_finetune(policy: DrivePolicy, pool: DrivePool, cfg: DriveRunConfig, rng: 
     from reasonrl.embodied.train import grpo_update
 
     stage = DriveRolloutStage(policy, pool, cfg)
-    learner = _LearnerView(policy, cfg.rollout.noise)
     recipe = make_recipe(cfg.algorithm)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=1e-8,
                             weight_decay=cfg.train.weight_decay)
@@ -323,7 +296,7 @@ def rl_finetune(policy: DrivePolicy, pool: DrivePool, cfg: DriveRunConfig, rng: 
         col = stage.collect(cfg.rollout.groups_per_step, rng)
         m = dict(col.metrics)
         t0 = time.perf_counter()
-        m.update(grpo_update(learner, opt, recipe, col.batch, cfg, step))
+        m.update(grpo_update(policy, opt, recipe, col.batch, cfg, step))
         m["time/learner_s"] = time.perf_counter() - t0
         m["train/updates"] = cfg.train.epochs * cfg.train.mini_batches
         m["step"] = step + 1
