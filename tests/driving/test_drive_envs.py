@@ -1,0 +1,85 @@
+"""Driving environment layer: geometry, controller, derived labels, real frames, demos, the worker pool."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highway_env")
+
+from reasonrl.driving import envs as E  # noqa: E402
+
+
+def test_ego_frame_and_controller():
+    # heading +90 deg (driving along +y, i.e. to the right on screen): a point 10 m further along +y is ahead
+    assert np.allclose(E.to_ego(np.array([3.0, 12.0]), np.array([3.0, 2.0]), math.pi / 2), [10.0, 0.0], atol=1e-9)
+    straight = np.array([[10.0 * (k + 1), 0.0] for k in range(E.HORIZON)])
+    acc, steer = E.waypoint_action(straight, speed=20.0)
+    assert acc == pytest.approx(0.0) and steer == pytest.approx(0.0)  # 10 m per 0.5 s = 20 m/s: hold speed
+    acc, steer = E.waypoint_action(straight * 1.5, speed=20.0)
+    assert acc > 0 and steer == pytest.approx(0.0)
+    _, steer = E.waypoint_action(straight + np.array([0.0, 2.0]), speed=20.0)
+    assert steer > 0  # waypoints to the right (+y) -> steer right
+
+
+def test_view_and_skill_labels():
+    assert E.view_label(np.zeros((0, 2))) == 0
+    assert E.view_label(np.array([[-8.0, 1.0], [30.0, 0.0]])) == E.VIEWS.index("rear")
+    assert E.view_label(np.array([[2.0, -6.0]])) == E.VIEWS.index("left")
+    assert E.view_label(np.array([[2.0, 6.0]])) == E.VIEWS.index("right")
+    assert E.view_label(np.array([[0.0, 60.0]])) == 0  # out of range -> default front
+    wp = np.zeros((E.HORIZON, 2))
+    assert E.SKILLS[E.skill_label("highway", wp, 20, 20, 1.5, False)] == "emergency_brake"
+    assert E.SKILLS[E.skill_label("merge", wp, 20, 20, math.inf, True)] == "merging"
+    assert E.SKILLS[E.skill_label("roundabout", wp, 8, 8, math.inf, True)] == "giveway"
+    wp[-1, 1] = 3.5
+    assert E.SKILLS[E.skill_label("highway", wp, 20, 20, math.inf, False)] == "overtaking"
+    wp[-1, 1] = 0.0
+    assert E.SKILLS[E.skill_label("highway", wp, 20, 20, math.inf, False)] == "normal"
+
+
+def test_frames_are_drawn_and_views_differ():
+    ep = E.DriveEpisode("highway", duration=2)
+    try:
+        obs = ep.reset(3)
+    finally:
+        ep.close()
+    assert obs.views.shape == (5, E.IMAGE_SIZE, E.IMAGE_SIZE) and obs.views.dtype == np.uint8
+    assert obs.views.max() > 0
+    assert min(np.abs(obs.views[0].astype(int) - obs.views[i]).mean() for i in range(1, 5)) > 0.5
+
+
+def test_black_frames_are_refused():
+    with pytest.raises(RuntimeError, match="SDL_VIDEODRIVER"):
+        E.check_frames(np.zeros((5, 8, 8), dtype=np.uint8))
+
+
+def test_black_frame_trap_is_avoided_even_when_the_variable_is_set():
+    """A process started with SDL_VIDEODRIVER=dummy still gets drawn frames (setup_headless drops it)."""
+    code = ("from reasonrl.driving import envs as E\nep = E.DriveEpisode('merge', 1)\n"
+            "print(int(ep.reset(0).views.max()))\nep.close()\n")
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) > 0
+
+
+def test_expert_demo_and_pool_agree_in_and_out_of_process():
+    d = E.expert_demo("highway", 7, duration=3)
+    t = len(d.states)
+    assert not d.crashed and t == 6
+    assert d.views.shape == (t, 5, E.IMAGE_SIZE, E.IMAGE_SIZE) and d.waypoints.shape == (t, E.HORIZON, 2)
+    assert np.all(d.waypoints[:, :, 0] > 0) and np.all(np.diff(d.waypoints[:, :, 0], axis=1) > 0)  # drives forward
+    assert d.view_labels.shape == d.skill_labels.shape == (t,)
+    chunk = d.waypoints[0]
+    results = []
+    for n in (0, 1):
+        with E.DrivePool(n_workers=n, duration=3) as pool:
+            obs = pool.reset([("highway", 7), ("merge", 1)])
+            r = pool.step({0: chunk, 1: chunk})
+            results.append((obs[0].state, r[0].obs.state, r[1].distance, r[0].obs.meta["progress"]))
+    for a, b in zip(*results):
+        assert np.allclose(a, b)
