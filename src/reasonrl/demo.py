@@ -1,11 +1,12 @@
 """`reasonrl demo`: build or reuse the tiny model -> evaluate -> RL -> evaluate -> SFT control -> report.
 
-The regime is the one where RL has something to add that more SFT cannot: the start model learned from
-a fixed pool of worked solutions written by an *imperfect teacher* (``builtin:tiny-imperfect``: in half of
-the additions that need a carry and subtractions that need a borrow, the teacher forgets it, and the rest
-of the solution follows the slip). RL draws fresh prompts with their true answers only; the control spends
-as many trained sequences on further SFT over the same demonstrations, from the same start. Both budgets
-are step counts, not wall-clock, so the result does not depend on machine load. Every arm is evaluated by
+The regime is one where RL has something to add that more SFT cannot: the start model learned from a fixed
+pool of correct demonstrations whose teacher wrote out its working on only 40 % of the problems and gave the
+bare boxed answer on the rest (``builtin:tiny-shortcut``). The student copies the shortcut, but cannot do
+three operations in one token, so it is mostly wrong; writing the steps out is a behaviour it already has
+(sampled 40 % of the time), and an outcome reward makes it the preferred one. RL draws fresh prompts with
+their true answers only; the control spends as many trained sequences on further SFT over the same
+demonstrations, from the same start. Both budgets are step counts, not wall-clock, so the result does not depend on machine load. Every arm is evaluated by
 the same code on the same held-out problems (greedy) and on the fixed probe sets (greedy + samples at the
 rollout temperature), and compared problem by problem (sign test on greedy, paired bootstrap on samples).
 """

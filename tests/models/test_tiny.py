@@ -47,3 +47,28 @@ def test_slip_rate_changes_demo_solutions_not_answers_and_the_key():
     assert 0 < sum(a.solution != b.solution for a, b in zip(clean, dirty)) < len(clean)
     with pytest.raises(ValueError, match="arith family only"):
         TinySpec(family="linear", slip_rate=0.5)
+
+
+def test_direct_rate_replaces_some_worked_solutions_by_the_bare_true_answer():
+    import dataclasses
+
+    import pytest
+
+    shortcut = dataclasses.replace(SPEC, direct_rate=0.5)
+    assert shortcut.key() != SPEC.key()
+    clean, direct = demo_pool(SPEC), demo_pool(shortcut)
+    bare = [b for a, b in zip(clean, direct) if a.solution != b.solution]
+    assert 0.3 * len(clean) < len(bare) < 0.7 * len(clean)
+    assert all(b.solution == f"\\boxed{{{b.answer}}}" for b in bare)
+    assert demo_pool(shortcut) == direct  # deterministic in the task uid
+    assert all(t.solution == f"\\boxed{{{t.answer}}}" for t in demo_pool(dataclasses.replace(SPEC, direct_rate=1.0)))
+    with pytest.raises(ValueError, match="direct_rate"):
+        TinySpec(direct_rate=1.5)
+
+
+def test_keep_last_saves_the_final_sft_step(tmp_path):
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, sft_steps=5, keep="last")
+    meta = json.loads((build_default_model(spec, tmp_path / "m", log=lambda *a: None) / "reasonrl_build.json").read_text())
+    assert meta["best_step"] == 5 and meta["spec"]["keep"] == "last"

@@ -57,15 +57,23 @@ class TinySpec:
     max_new_tokens: int = 64
     seed: int = 0
     slip_rate: float = 0.0  # arith only: demonstrations from an imperfect teacher (tasks.builtin.slipped_arith_solution)
+    direct_rate: float = 0.0  # fraction of demonstrations where the teacher skips its working (tasks.builtin.direct_solution)
+    keep: str = "best"  # "best": the checkpoint with the best greedy validation pass@1; "last": the final one
+
 
     def __post_init__(self):
         if self.slip_rate and self.family != "arith":
             raise ValueError(f"slip_rate applies to the arith family only, got family {self.family!r}")
+        if not 0.0 <= self.direct_rate <= 1.0:
+            raise ValueError(f"direct_rate must be in [0, 1], got {self.direct_rate}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
 
     def key(self) -> str:
         fields = asdict(self)
-        if not self.slip_rate:  # specs without slips hash the same fields as before the field existed
-            fields.pop("slip_rate")
+        for name, unset in (("slip_rate", 0.0), ("direct_rate", 0.0), ("keep", "best")):
+            if fields[name] == unset:  # fields at their default hash as before the fields existed
+                fields.pop(name)
         blob = json.dumps({**fields, "code": build_inputs_digest()}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -105,6 +113,11 @@ NAMED_VARIANTS: dict[str, dict] = {
     # the demo's start: the default recipe, but its demonstrations come from an imperfect teacher who forgets
     # half of the carries and borrows (tasks.builtin.slipped_arith_solution)
     "imperfect": {"slip_rate": 0.5},
+    # the demo's start: a correct teacher who writes out its working on only 40 % of 4,000 problems and gives
+    # the bare answer on the rest; the student cannot do three operations in one token, so copying the
+    # shortcut makes it wrong (tasks.builtin.direct_solution). Its greedy validation score measures the
+    # shortcut, not what the student learned, so the build keeps the final checkpoint.
+    "shortcut": {"demos": 4000, "direct_rate": 0.6, "keep": "last"},
 }
 
 
@@ -137,15 +150,20 @@ def _pool_and_validation(spec: TinySpec) -> list[Task]:
 
 def demo_pool(spec: TinySpec) -> list[Task]:
     """The fixed demonstration pool: the first ``spec.demos`` distinct problems of the seeded training stream,
-    with solutions from an imperfect teacher when ``spec.slip_rate`` > 0 (answers stay the true ones)."""
+    with solutions from an imperfect teacher when ``spec.slip_rate`` > 0 and bare answers (no working) on a
+    ``spec.direct_rate`` fraction of them; the answers stay the true ones."""
     pool = _pool_and_validation(spec)[: spec.demos]
-    if not spec.slip_rate:
+    if not spec.slip_rate and not spec.direct_rate:
         return pool
     from dataclasses import replace
 
-    from reasonrl.tasks.builtin import slipped_arith_solution
+    from reasonrl.tasks.builtin import direct_solution, slipped_arith_solution
 
-    return [replace(t, solution=slipped_arith_solution(t.prompt, spec.slip_rate, t.uid)) for t in pool]
+    if spec.slip_rate:
+        pool = [replace(t, solution=slipped_arith_solution(t.prompt, spec.slip_rate, t.uid)) for t in pool]
+    if spec.direct_rate:
+        pool = [replace(t, solution=direct_solution(t, spec.direct_rate)) for t in pool]
+    return pool
 
 
 def validation_tasks(spec: TinySpec) -> list[Task]:
@@ -223,6 +241,7 @@ def sft_warm_start(model, tok, spec: TinySpec, engine, log=print):
 
     def eval_fn(step: int):
         r = evaluate(engine, scorer, val, settings)
+        best["last"] = (step, r["pass@1"])
         if r["pass@1"] > best["score"]:
             best.update(score=r["pass@1"], step=step, state=copy.deepcopy(model.state_dict()))
         log(f"  sft step {step}: val pass@1 {r['pass@1']:.3f}")
@@ -250,7 +269,10 @@ def _build(spec: TinySpec, out: Path, log=print) -> Path:
     model = build_model(spec, tok)
     n_params = sum(p.numel() for p in model.parameters())
     res, best = sft_warm_start(model, tok, spec, HFEngine(model, tok), log)
-    model.load_state_dict(best["state"])
+    if spec.keep == "last":
+        best["step"], best["score"] = best["last"]
+    else:
+        model.load_state_dict(best["state"])
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -150,6 +150,20 @@ def slipped_arith_solution(prompt: str, rate: float, key: str) -> str:
     return " ".join(steps) + f" \\boxed{{{v}}}"
 
 
+def direct_solution(task: Task, rate: float) -> str:
+    """The solution a *correct teacher who skips its working* writes: with probability ``rate`` (deterministic
+    in the task uid) only the boxed true answer, otherwise the task's worked solution.
+
+    A stronger teacher can answer in one step; a student that imitates the bare answers has to produce a
+    multi-step result in one token and mostly cannot. Further SFT on these demonstrations keeps copying the
+    shortcut; an outcome reward finds that, for this student, writing the steps out pays."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"direct rate must be in [0, 1], got {rate}")
+    if _rng("direct", task.uid).random() < rate:
+        return f"\\boxed{{{task.answer}}}"
+    return task.solution
+
+
 # --------------------------------------------------------------------------- countdown
 @dataclass(frozen=True)
 class _Node:
