@@ -61,6 +61,10 @@ class ActionTokenizer:
         t = np.clip(np.asarray(tokens), 0, self.n_bins - 1)
         return self.denormalise(t / (self.n_bins - 1) * 2.0 - 1.0).astype(np.float32)
 
+    def token_pieces(self, ids: list[int]) -> list[str]:
+        """Display text of action tokens for the sample browser (``trainer.logging.token_details``): bin numbers."""
+        return [f"{int(t)} " for t in ids]
+
     def state_dict(self) -> dict:
         return {"low": self.low.tolist(), "high": self.high.tolist(), "n_bins": self.n_bins}
 

@@ -226,14 +226,22 @@ def token_details(batch: Rollouts, i: int, tokenizer: Any, entropy: Any = None) 
     ent = entropy[valid.to(entropy.device)].tolist() if entropy is not None else [None] * len(ids)
     adv_t = batch.policy_advantages
     adv = adv_t[i][valid].tolist() if adv_t is not None else [None] * len(ids)
-    tokens, prev = [], ""
+    own = getattr(tokenizer, "token_pieces", None)  # non-text tokenizers (embodied action bins) name their tokens
+    pieces = own(ids) if own is not None else _token_pieces(tokenizer, ids)
+    tokens = [[piece, _r(logp[j]) if gen[j] else None, _r(ent[j]), _r(adv[j]) if gen[j] else None]
+              for j, piece in enumerate(pieces)]
+    trained = [a for a, g in zip(adv, gen) if g and a is not None]
+    return {"tokens": tokens, "advantage": _r(sum(trained) / len(trained)) if trained else None}
+
+
+def _token_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
+    pieces, prev = [], ""
     for j in range(len(ids)):
         text = tokenizer.decode(ids[: j + 1], skip_special_tokens=False)
         piece = text[len(prev):] if text.startswith(prev) else tokenizer.decode(ids[j: j + 1], skip_special_tokens=False)
         prev = text
-        tokens.append([piece, _r(logp[j]) if gen[j] else None, _r(ent[j]), _r(adv[j]) if gen[j] else None])
-    trained = [a for a, g in zip(adv, gen) if g and a is not None]
-    return {"tokens": tokens, "advantage": _r(sum(trained) / len(trained)) if trained else None}
+        pieces.append(piece)
+    return pieces
 
 
 class RunLogger:
