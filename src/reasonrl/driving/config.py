@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reasonrl.embodied.config import RecipeField, load_driver_config
 
 
 class _S(BaseModel):
@@ -79,39 +81,17 @@ class EvalSection(_S):
     seed_base: int = Field(1_000_000, description="Held-out seeds are seed_base + i; demonstrations and RL stay below.")
 
 
-class DriveRunConfig(_S):
+class DriveRunConfig(RecipeField):
     env: EnvSection = EnvSection()
     policy: PolicySection = PolicySection()
     imitation: ImitationSection = ImitationSection()
     rollout: RolloutSection = RolloutSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
-    algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28,
-                                                               "loss_agg": "token-mean"},
-                                      description="Recipe and its parameters (any registered GRPO-family recipe).")
     out: str = Field("runs/drivemoe", description="Output directory.")
-
-    @field_validator("algorithm")
-    @classmethod
-    def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from reasonrl.algorithms.recipes import validate_algorithm_params
-
-        return validate_algorithm_params(v)
 
 
 def load_drive_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> DriveRunConfig:
     """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
     raw: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-    for ov in overrides:
-        key, eq, val = ov.partition("=")
-        if not eq:
-            raise ValueError(f"override {ov!r} must look like section.field=value, e.g. train.steps=2")
-        sec, dot, fld = key.partition(".")
-        if dot:
-            raw.setdefault(sec, {})[fld] = yaml.safe_load(val)
-        else:
-            raw[key] = yaml.safe_load(val)
-    try:
-        return DriveRunConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ValueError(f"invalid drivemoe config: {e}") from None
+    return load_driver_config(DriveRunConfig, raw, overrides, f"drivemoe config {path or '(defaults)'}", "train.steps=2")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reasonrl.embodied.envs import EnvPool
+from reasonrl.embodied.envs import EnvPool, serve_slots
 
 FAMILIES: dict[str, str] = {  # scenario family -> highway-env id (intersection-v0 is ~4x slower per step; left out)
     "highway": "highway-fast-v0",
@@ -401,21 +401,7 @@ class _DriveSlots:
 
 
 def _drive_worker(conn, duration: float) -> None:
-    slots = _DriveSlots(duration)
-    try:
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "reset":
-                conn.send(slots.reset(arg))
-            elif cmd == "step":
-                conn.send(slots.step(*arg))
-            elif cmd == "close":
-                break
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        slots.close()
-        conn.close()
+    serve_slots(conn, _DriveSlots(duration))
 
 
 class DrivePool(EnvPool):

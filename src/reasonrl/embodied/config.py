@@ -96,15 +96,13 @@ class EmbodiedSection(_S):
     eval: EvalSection = EvalSection()
 
 
-class VLARunConfig(EmbodiedSection):
-    """The thin driver's and ``reasonrl bench vla``'s config: the embodied sections plus rollout/train/recipe."""
+class RecipeField(_S):
+    """The ``algorithm`` field of the embodied drivers' configs (VLA, driving): SimpleVLA-RL's clip 0.2/0.28
+    and token-mean aggregation by default."""
 
-    rollout: RolloutSection = RolloutSection()
-    train: TrainSection = TrainSection()
     algorithm: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28,
                                                                "loss_agg": "token-mean"},
                                       description="Recipe and its parameters (any registered GRPO-family recipe).")
-    out: str = Field("runs/vla", description="Output directory.")
 
     @field_validator("algorithm")
     @classmethod
@@ -114,26 +112,39 @@ class VLARunConfig(EmbodiedSection):
         return validate_algorithm_params(v)
 
 
-def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> VLARunConfig:
-    """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
-    raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
-    if "embodied" in raw:
-        raise ValueError(f"{path} is a trainer config (it has an `embodied:` section): run it with "
-                         f"`reasonrl train {path}`; the thin driver takes the VLARunConfig layout (docs/embodied.md)")
+def load_driver_config(model: type[BaseModel], raw: dict[str, Any], overrides, what: str, example: str):
+    """``raw`` (from YAML) plus ``section.field=value`` overrides validated as ``model``; one clear error."""
     for ov in overrides:
         key, eq, val = ov.partition("=")
         if not eq:
-            raise ValueError(f"override {ov!r} must look like section.field=value, e.g. train.steps=10")
+            raise ValueError(f"override {ov!r} must look like section.field=value, e.g. {example}")
         sec, dot, fld = key.partition(".")
         if dot:
             raw.setdefault(sec, {})[fld] = yaml.safe_load(val)
         else:
             raw[key] = yaml.safe_load(val)
     try:
-        return VLARunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ValueError(f"invalid VLA config {path or '(defaults)'}: {msg}") from None
+        raise ValueError(f"invalid {what}: {msg}") from None
+
+
+class VLARunConfig(EmbodiedSection, RecipeField):
+    """The thin driver's and ``reasonrl bench vla``'s config: the embodied sections plus rollout/train/recipe."""
+
+    rollout: RolloutSection = RolloutSection()
+    train: TrainSection = TrainSection()
+    out: str = Field("runs/vla", description="Output directory.")
+
+
+def load_vla_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> VLARunConfig:
+    """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
+    raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+    if "embodied" in raw:
+        raise ValueError(f"{path} is a trainer config (it has an `embodied:` section): run it with "
+                         f"`reasonrl train {path}`; the thin driver takes the VLARunConfig layout (docs/embodied.md)")
+    return load_driver_config(VLARunConfig, raw, overrides, f"VLA config {path or '(defaults)'}", "train.steps=10")
 
 
 def validate_embodied(v: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -157,7 +157,12 @@ class _Slots:
 
 
 def _worker(conn, image_size: int, max_steps: int) -> None:
-    slots = _Slots(image_size, max_steps)
+    serve_slots(conn, _Slots(image_size, max_steps))
+
+
+def serve_slots(conn, slots) -> None:
+    """A worker process's loop: answer ``reset``/``step`` commands from the pool with ``slots`` until ``close``
+    (shared by every environment kind built on ``EnvPool``)."""
     try:
         while True:
             cmd, arg = conn.recv()
