@@ -63,6 +63,11 @@ def test_lora_run_checkpoint_and_exports(tiny_model_dir, tmp_path):
     assert type(merged).__name__ == "LlamaForCausalLM"
     assert not any("lora" in k for k in merged.state_dict())
     torch.testing.assert_close(sequence_logprobs(merged, batch, temperature=1.0)[0], want, atol=1e-5, rtol=0)
+    # a PEFT adapter comes back in through the normal model path (model.path=<adapter dir>): base + merged adapter
+    from reasonrl.models.loading import load_policy
+
+    loaded, _ = load_policy(tmp_path / "r" / "final_adapter")
+    torch.testing.assert_close(sequence_logprobs(loaded.eval(), batch, temperature=1.0)[0], want, atol=1e-5, rtol=0)
     # and the adapters did change the policy (the exports are not just the base model)
     with tr.model.disable_adapter():
         base_lp = sequence_logprobs(tr.model, batch, temperature=1.0)[0]
@@ -137,3 +142,11 @@ def test_resume_of_a_lora_checkpoint_without_lora_is_refused(tiny_model_dir, tmp
         "trainer.steps=2", "trainer.resume=true", "trainer.tensorboard=false"])
     with pytest.raises(ConfigError, match="holds a LoRA adapter"):
         Trainer(full, log=lambda *a: None).run()
+
+
+def test_adapter_dir_without_a_local_base_fails_naming_the_field(tmp_path):
+    from reasonrl.models.loading import ModelLoadError, load_policy
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/not-here"}))
+    with pytest.raises(ModelLoadError, match="base_model_name_or_path"):
+        load_policy(tmp_path)

@@ -82,6 +82,8 @@ def load_policy(
     if gguf_file is None and path.is_file() and path.suffix == ".gguf":
         path, gguf_file = path.parent, path.name
 
+    if gguf_file is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return _load_adapter_dir(path, dtype=dtype, trust_remote_code=trust_remote_code)
     if gguf_file is not None:
         _check_gguf(path, gguf_file)
     else:
@@ -104,6 +106,33 @@ def load_policy(
 
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_adapter_dir(path: Path, **kw) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A PEFT LoRA adapter directory (``adapter_config.json`` + weights, no ``config.json``): its base model
+    (``base_model_name_or_path``: a local directory or a ``builtin:`` name) with the adapter merged in, so the
+    result is a plain HF model that trains, evaluates or gets new adapters (``model.lora``) like any other."""
+    import json
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{path} is a PEFT adapter without base_model_name_or_path in adapter_config.json: "
+                             f"set it to the base model's local directory")
+    if not str(base).startswith("builtin:") and not Path(base).expanduser().exists():
+        raise ModelLoadError(f"{path} is a PEFT adapter for base model {base!r}, which is not a local directory "
+                             f"(nothing is downloaded): set base_model_name_or_path in its adapter_config.json to the "
+                             f"base model's local path")
+    from reasonrl.models.lora import require_peft
+
+    peft = require_peft()
+    model, tokenizer = load_policy(base, **kw)
+    try:
+        model = peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"could not apply the PEFT adapter {path} to its base {base}: {err}") from err
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = _load_tokenizer(path, {"local_files_only": True, "trust_remote_code": kw["trust_remote_code"]})
     return model, tokenizer
 
 
