@@ -67,7 +67,9 @@ def changed(before, module):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_recipe_trains_two_steps_and_moves_the_weights(model_dir, tmp_path, name):
     extra = ["algorithm.filter_metric=score"] if name == "dapo" else []
-    tr = make_trainer(model_dir, tmp_path, name, *extra)
+    # several micro-batches per update: state a recipe prepares once per batch must carry no autograd graph
+    # (PPO's rollout-time values did, and the second micro-batch's backward failed)
+    tr = make_trainer(model_dir, tmp_path, name, "trainer.micro_batch=3", *extra)
     w0, m0 = snapshot(tr.model), snapshot(tr.modules)
     for m in train_steps(tr):
         assert torch.isfinite(torch.tensor(m["actor/loss"])), m

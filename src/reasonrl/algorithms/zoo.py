@@ -96,7 +96,8 @@ class PPO(GRPO):
 
     def prepare(self, batch: Rollouts, ctx: StepContext) -> Rollouts:
         fwd = ctx.forward(batch)
-        values = fwd.modules["value_head"](_response_hidden(fwd.hidden, batch)).float() * batch.response_valid
+        with torch.no_grad():  # rollout-time values are constants (GAE targets, the value clip's centre), no graph
+            values = fwd.modules["value_head"](_response_hidden(fwd.hidden, batch)).float() * batch.response_valid
         adv, ret = A.gae(batch.token_rewards(), values, batch.loss_mask, self.p.gamma, self.p.lam)
         batch.advantages = adv
         batch.extras.update(returns=ret, values=values)
