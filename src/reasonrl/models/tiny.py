@@ -116,8 +116,8 @@ NAMED_VARIANTS: dict[str, dict] = {
     # the demo's start: a correct teacher who writes out its working on only 40 % of 4,000 problems and gives
     # the bare answer on the rest; the student cannot do three operations in one token, so copying the
     # shortcut makes it wrong (tasks.builtin.direct_solution). Its greedy validation score measures the
-    # shortcut, not what the student learned, so the build keeps the final checkpoint.
-    "shortcut": {"demos": 4000, "direct_rate": 0.6, "keep": "last"},
+    # shortcut, not what the student learned, so the build keeps the final checkpoint and evaluates only it.
+    "shortcut": {"demos": 4000, "direct_rate": 0.6, "keep": "last", "eval_every": 1400},
 }
 
 
