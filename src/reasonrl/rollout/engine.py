@@ -94,6 +94,32 @@ class ModuleEngine(Engine):
             gen.manual_seed(seed)
         return gen
 
+    def assemble_rollouts(self, prompts: list[str], encoded: list[list[int]], prompt_of_row: list[int],
+                          group_ids: torch.Tensor, row_tasks: list[int], raw: dict) -> Rollouts:
+        """A slot-based decode loop's raw output (``tokens``/``logp`` per row, ``lengths``, ``finish``) as
+        ``Rollouts``: prompts left-padded, responses cut to the longest row and padded, texts decoded."""
+        tp = max(len(e) for e in encoded)
+        r = len(prompt_of_row)
+        prompt_ids = torch.full((r, tp), self.pad_token_id, dtype=torch.long)
+        prompt_mask = torch.zeros((r, tp), dtype=torch.long)
+        for i, u in enumerate(prompt_of_row):
+            prompt_ids[i, tp - len(encoded[u]):] = torch.tensor(encoded[u])
+            prompt_mask[i, tp - len(encoded[u]):] = 1
+        lengths = raw["lengths"]
+        width = int(lengths.max())
+        loss_mask = (torch.arange(width)[None, :] < lengths[:, None]).float()
+        tokens = raw["tokens"][:, :width].clone()
+        tokens[loss_mask == 0] = self.pad_token_id
+        logp = raw["logp"][:, :width].clone() * loss_mask
+        texts = self._tokenizer.batch_decode([tokens[i, : int(lengths[i])].tolist() for i in range(r)],
+                                             skip_special_tokens=True)
+        return Rollouts(
+            prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=tokens, loss_mask=loss_mask,
+            rollout_logp=logp, group_ids=group_ids, task_index=row_tasks, response_text=texts,
+            truncated=torch.tensor([f == "length" for f in raw["finish"]], dtype=torch.bool),
+            info={"prompt": [prompts[i] for i in prompt_of_row], "finish_reason": raw["finish"]},
+        )
+
     def load_weights(self, weights: Mapping[str, torch.Tensor] | torch.nn.Module) -> None:
         """Copy weights in place (strict names); the engine's own module is a no-op."""
         t0 = time.perf_counter()

@@ -309,27 +309,7 @@ class NativeEngine(ModuleEngine):
                 raw = self._run(encoded, prompt_of_row, params, gen)
         finally:
             self.model.train(was_training)
-        tp = max(len(e) for e in encoded)
-        r = len(prompt_of_row)
-        prompt_ids = torch.full((r, tp), self.pad_token_id, dtype=torch.long)
-        prompt_mask = torch.zeros((r, tp), dtype=torch.long)
-        for i, u in enumerate(prompt_of_row):
-            prompt_ids[i, tp - len(encoded[u]):] = torch.tensor(encoded[u])
-            prompt_mask[i, tp - len(encoded[u]):] = 1
-        lengths = raw["lengths"]
-        width = int(lengths.max())
-        loss_mask = (torch.arange(width)[None, :] < lengths[:, None]).float()
-        tokens = raw["tokens"][:, :width].clone()
-        tokens[loss_mask == 0] = self.pad_token_id
-        logp = raw["logp"][:, :width].clone() * loss_mask
-        texts = self._tokenizer.batch_decode([tokens[i, : int(lengths[i])].tolist() for i in range(r)],
-                                             skip_special_tokens=True)
-        return Rollouts(
-            prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=tokens, loss_mask=loss_mask,
-            rollout_logp=logp, group_ids=group_ids, task_index=row_tasks, response_text=texts,
-            truncated=torch.tensor([f == "length" for f in raw["finish"]], dtype=torch.bool),
-            info={"prompt": [prompts[i] for i in prompt_of_row], "finish_reason": raw["finish"]},
-        )
+        return self.assemble_rollouts(prompts, encoded, prompt_of_row, group_ids, row_tasks, raw)
 
     def _cache_for(self, slots: int, length: int) -> torch.Tensor:
         """The persistent zero-filled KV buffer, grown when a call needs more (zeros: a masked
