@@ -470,17 +470,9 @@ def _communicate(proc: subprocess.Popen, payload: bytes, deadline: float, cap: i
     if killed:
         if watch is not None:
             watch.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
+        _kill(proc)
+    else:
+        _reap(proc)
     return bytes(out), bytes(err), killed
 
 
@@ -489,10 +481,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s whole process group (the sandbox's session), then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
         pass
+    _reap(proc)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for ``proc`` (killing it if it outlives 5 s) and close its pipes."""
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
