@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_fixtures import digit_reward, tiny_overrides
+from trainer_fixtures import LEARNING_OVERRIDES, heldout_digit_reward, tiny_overrides
 
 from reasonrl.config import load_config
 from reasonrl.rollout.logprobs import sequence_logprobs
@@ -102,24 +102,15 @@ def test_resume_of_a_full_checkpoint_with_lora_is_refused(tiny_model_dir, tmp_pa
         Trainer(_cfg(tiny_model_dir, tmp_path, "r", "trainer.steps=2", "trainer.resume=true"), log=lambda *a: None).run()
 
 
-def _heldout_reward(tr: Trainer) -> float:
-    prompts = [render_prompt(t, "plain") for t in tr.test_tasks]
-    ro = tr.engine.generate(prompts, SamplingParams(greedy=True, max_new_tokens=16), task_index=list(range(len(prompts))))
-    return sum(digit_reward(p, r, "", {}) for p, r in zip(prompts, ro.response_text)) / len(prompts)
-
-
 def test_lora_grpo_raises_heldout_reward(tiny_model_dir, tmp_path):
     """The setting and margin of test_learning.py's full-fine-tuning test, with rank-8 adapters on every
     linear layer (LoRA's usual 10x higher learning rate)."""
-    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + [
-        "reward.functions=[trainer_fixtures:digit_reward]", "reward.correctness=0", "data.eval_size=32",
-        "rollout.n=8", "rollout.max_new_tokens=16", "trainer.prompts_per_step=8", "trainer.steps=30",
-        "optim.lr=3e-2", "eval.sampled=false", "trainer.tensorboard=false", "run.seed=0",
-        "model.lora.rank=8", "model.lora.alpha=16"])
+    cfg = load_config(None, tiny_overrides(tiny_model_dir, tmp_path) + LEARNING_OVERRIDES + [
+        "optim.lr=3e-2", "model.lora.rank=8", "model.lora.alpha=16"])
     tr = Trainer(cfg, log=lambda *a: None)
-    before = _heldout_reward(tr)
+    before = heldout_digit_reward(tr)
     tr.run()
-    after = _heldout_reward(tr)
+    after = heldout_digit_reward(tr)
     print("held-out digits per response", before, "->", after)
     assert after > before + 4.0, (before, after)
 
