@@ -96,6 +96,17 @@ def _write(fd, obj):
         data = data[n:]
 
 
+def _record(line):
+    """One result line from a child as a dict; anything else (garbage, a non-object) is ``no_result``."""
+    try:
+        rec = json.loads(line.decode())
+        if isinstance(rec, dict):
+            return rec
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return {"status": "no_result"}
+
+
 def _pristine(cases):
     """Built-ins and modules as they are BEFORE the program runs: the program can rebind names and
     mutate the ``builtins`` module, but these dict copies keep the original bindings."""
@@ -277,12 +288,7 @@ def _run_group(job, first, cases, rec_fd, budget):
                     status = "output_limit"
         while b"\n" in res and nxt < len(cases) and not status:
             line, res = res.split(b"\n", 1)
-            try:
-                rec = json.loads(line.decode())
-                if not isinstance(rec, dict):
-                    raise ValueError
-            except (ValueError, UnicodeDecodeError):
-                rec = {"status": "no_result"}
+            rec = _record(line)
             rec["i"] = first + nxt
             if job["mode"] == "stdio":
                 rec["stdout"] = out.decode("utf-8", "replace")
@@ -375,12 +381,7 @@ def _serve(job, rec_fd, requests, budget):
                 else:
                     state["out"] += len(chunk)
         line, state["res"] = state["res"].split(b"\n", 1)
-        try:
-            rec = json.loads(line.decode())
-            if not isinstance(rec, dict):
-                raise ValueError
-        except (ValueError, UnicodeDecodeError):
-            rec = {"status": "no_result"}
+        rec = _record(line)
         rec["i"] = k
         _write(rec_fd, rec)
         return not (rec.get("error") or rec.get("status")) and rec.get("ok") == 1
