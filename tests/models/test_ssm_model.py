@@ -23,17 +23,23 @@ def tiny_lm(mixer: str, seed: int = 0, **kw) -> SSMForCausalLM:
     return SSMForCausalLM(cfg).eval()
 
 
+def assert_cached_decoding_matches(rec, full: torch.Tensor, ids: torch.Tensor, prefix: int) -> None:
+    """``rec.prefill`` on the first ``prefix`` tokens, then ``rec.step`` token by token, reproduce the full
+    forward's logits ``full`` at every position (fp32 tolerance)."""
+    logits, states = rec.prefill(ids[:, :prefix])
+    torch.testing.assert_close(logits, full[:, prefix - 1], rtol=1e-4, atol=1e-4)
+    for t in range(prefix, ids.shape[1]):
+        logits, states = rec.step(ids[:, t], states)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("mixer", sorted(TINY))
 def test_stepwise_decoding_equals_full_forward(mixer):
     m = tiny_lm(mixer)
     ids = torch.randint(0, 40, (3, 21), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = m(ids).logits
-        logits, states = m.prefill(ids[:, :5])
-        torch.testing.assert_close(logits, full[:, 4], rtol=1e-4, atol=1e-4)
-        for t in range(5, 21):
-            logits, states = m.step(ids[:, t], states)
-            torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
+        assert_cached_decoding_matches(m, full, ids, 5)
         # from the zero state, token by token
         states = m.init_state(3)
         for t in range(21):
@@ -122,12 +128,7 @@ def test_hf_mamba_checkpoint_loads_and_runs_recurrently(tmp_path):
         assert view.backbone.layers[1].mixer.in_proj.weight is model.backbone.layers[1].mixer.in_proj.weight
         ids = torch.randint(0, 48, (2, 11))
         with torch.no_grad():
-            ref = model(ids).logits
-            logits, states = view.prefill(ids[:, :3])
-            torch.testing.assert_close(logits, ref[:, 2], rtol=1e-4, atol=1e-4)
-            for t in range(3, 11):
-                logits, states = view.step(ids[:, t], states)
-                torch.testing.assert_close(logits, ref[:, t], rtol=1e-4, atol=1e-4)
+            assert_cached_decoding_matches(view, model(ids).logits, ids, 3)
 
 
 def test_save_and_load_through_load_policy(tmp_path):
