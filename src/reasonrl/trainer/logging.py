@@ -62,6 +62,23 @@ class Tracker:
         pass
 
 
+def _event_second(name: str) -> int | None:
+    parts = name.split(".")
+    return int(parts[3]) if len(parts) > 4 and name.startswith("events.out.tfevents.") and parts[3].isdigit() else None
+
+
+def _wait_for_a_later_event_second(tb_dir: Path) -> None:
+    """TensorBoard replays a directory's event files in file-name order, and a name starts with its
+    creation second followed by host, PID and a per-process counter compared as text. A writer opened
+    in the same second as an earlier file (a fast resume, the counter passing 9 -> 10) could sort
+    before it, and the purge of replayed steps would then be applied in the wrong order. Waiting
+    (under a second) until the clock passes the newest file's second makes name order creation order."""
+    seconds = [s for s in (_event_second(p.name) for p in tb_dir.glob("events.out.tfevents.*")) if s is not None]
+    if seconds:
+        while int(time.time()) <= max(seconds):
+            time.sleep(0.05)
+
+
 class TensorBoardTracker(Tracker):
     """Event files in ``<run>/tensorboard``; on resume events from the restart step on are purged
     (``SummaryWriter(purge_step=S)``), so replayed steps never appear twice."""
@@ -74,6 +91,7 @@ class TensorBoardTracker(Tracker):
 
         tb_dir = run_dir / "tensorboard"
         purge = resume_step if resume_step is not None and tb_dir.is_dir() and any(tb_dir.iterdir()) else None
+        _wait_for_a_later_event_second(tb_dir)
         self.writer = SummaryWriter(str(tb_dir), purge_step=purge)
 
     def log(self, row, step):
