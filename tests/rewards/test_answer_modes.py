@@ -39,6 +39,8 @@ def test_phrase_needs_a_number_soon_after():
     assert extract_answer_phrase("The answer is: $\\mathbf{12}$") == "12"
     assert extract_answer_phrase("my answer is long\n and 5 is on the next line") is None
     assert extract_answer_phrase("answer is 3 ... the final answer is 4") == "4"  # the last phrase wins
+    assert extract_answer_phrase("the answer is: 9-4 = 11") == "11"  # an equation answers with its result
+    assert extract_answer_phrase("The answer is 2.5. So 2+3=5") == "2.5"  # the sentence ends the window
     assert extract_lenient("answer is unclear, 9") == "9"  # the last number, in the end
     assert extract_last_number("v2 of x") == "2"
 

@@ -30,6 +30,7 @@ EXTRACT_MODES: tuple[str, ...] = get_args(ExtractMode)
 
 _NUMBER_RE = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
 _PHRASE_RE = re.compile(r"answer\s*(?:is\s*[:=]?|[:=])", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")  # "12. Check: 12-2=10": the check is not the answer
 _PHRASE_WINDOW = 40  # characters after the phrase searched for its number ("The answer is: $\mathbf{12}$")
 
 
@@ -44,7 +45,8 @@ def extract_last_number(text: str) -> str | None:
 
 
 def extract_answer_phrase(text: str) -> str | None:
-    """The first number within a short window after the LAST "answer is" / "answer:" phrase, else ``None``."""
+    """The first number within a short window after the LAST "answer is" / "answer:" phrase (up to the end
+    of its sentence; after its last ``=`` when it states an equation), else ``None``."""
     if not text:
         return None
     last = None
@@ -52,7 +54,9 @@ def extract_answer_phrase(text: str) -> str | None:
         last = m
     if last is None:
         return None
-    window = text[last.end(): last.end() + _PHRASE_WINDOW].split("\n", 1)[0]
+    window = _SENTENCE_END_RE.split(text[last.end(): last.end() + _PHRASE_WINDOW].split("\n", 1)[0], 1)[0]
+    if "=" in window:  # "the answer is: 9-4 = 11" answers with the right-hand side, not the 9
+        window = window.rsplit("=", 1)[1]
     nums = _numbers(window)
     return nums[0] if nums else None
 
