@@ -92,6 +92,9 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="Held-out prompts (same forms); default: the test split of `train`.")
     difficulty: int | None = Field(None, description="Difficulty knob of built-in families (e.g. number of operations).")
     eval_size: int = Field(200, ge=1, description="Number of held-out problems for evaluation.")
+    shuffle: bool = Field(True, description=(
+        "File sources: visit the training rows in a fresh order each epoch, seeded by run.seed (resumes exactly); "
+        "false = file order. Built-in and reasoning-gym streams are seeded already."))
 
     @field_validator("train", "test")
     @classmethod

@@ -150,7 +150,8 @@ class _BlindTasks:
 def ttrl_mode(cfg, model, tokenizer, scorer, *, engine=None):
     """Label-free TTRL (docs/ttrl.md): ``ttrl.n_votes`` samples per prompt, rewards from their majority
     answer, the first ``rollout.n`` kept; with ``ttrl.prompts=heldout`` it trains on the evaluation prompts."""
-    from reasonrl.rewards.majority import MajorityVoteReward, cycle_tasks
+    from reasonrl.rewards.majority import MajorityVoteReward
+    from reasonrl.tasks.base import cycle_tasks
     from reasonrl.rollout.factory import make_rollout_engine
     from reasonrl.rollout.stage import TaskStream, TextRolloutStage
 

@@ -9,7 +9,6 @@ from reasonrl.batch import Rollouts
 from reasonrl.rewards import Scorer
 from reasonrl.rewards.majority import (
     MajorityVoteReward,
-    cycle_tasks,
     keep_first,
     majority_label,
     mean_metrics,
@@ -149,18 +148,6 @@ def test_keep_first_per_group():
     assert keep_first([5, 5, 5], 3) == [0, 1, 2]
 
 
-def test_cycle_tasks_covers_each_epoch_once_and_is_deterministic():
-    pool = list("abcde")
-    first = cycle_tasks(pool, 5, 0, seed=1)
-    assert sorted(first) == pool
-    stream = cycle_tasks(pool, 12, 0, seed=1)
-    assert stream[:5] == first and sorted(stream[5:10]) == pool
-    assert cycle_tasks(pool, 4, 3, seed=1) == stream[3:7]  # resuming at a cursor replays the same stream
-    with pytest.raises(ValueError):
-        cycle_tasks([], 1, 0, seed=0)
-
-
-# ------------------------------------------------------------------ the trainer stage
 def _rollouts(texts: list[str], n: int) -> Rollouts:
     b = len(texts)
     z = torch.zeros(b, 2)

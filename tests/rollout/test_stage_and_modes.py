@@ -72,3 +72,34 @@ def test_make_rollout_stage_refuses_an_engine_for_a_mode_that_builds_its_own():
     assert make_rollout_stage(cfg, None, None, None) == "stage"
     with pytest.raises(ValueError, match="distributed.mode=local"):
         make_rollout_stage(cfg, None, None, None, engine=object())
+
+
+def _file_stream(tmp_path, **data):
+    import json
+
+    from reasonrl.config import load_config
+    from reasonrl.rollout.stage import TaskStream
+
+    path = tmp_path / "rows.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": str(i)}) + "\n" for i in range(10)))
+    seed = data.pop("seed", 0)
+    cfg = load_config(None, [f"data.train={path}", f"run.seed={seed}", *(f"data.{k}={v}" for k, v in data.items())])
+    return TaskStream.from_config(cfg)
+
+
+def _answers(stream, n):
+    return [t.answer for t in stream.next(n)]
+
+
+def test_a_file_dataset_is_shuffled_per_epoch_by_the_run_seed_and_resumes_at_its_cursor(tmp_path):
+    in_order = _answers(_file_stream(tmp_path, shuffle="false"), 12)
+    assert in_order == [str(i) for i in range(10)] + ["0", "1"]
+    s = _file_stream(tmp_path)
+    first, second = _answers(s, 10), _answers(s, 10)
+    assert sorted(first, key=int) == sorted(second, key=int) == [str(i) for i in range(10)]  # each epoch once
+    assert first != in_order[:10] and first != second  # a fresh order each epoch
+    assert _answers(_file_stream(tmp_path, seed=1), 10) != first  # the run seed picks the order
+    resumed = _file_stream(tmp_path)
+    resumed.load_state_dict({"cursor": 7})
+    assert _answers(resumed, 6) == (first + second)[7:13]

@@ -3,6 +3,7 @@
 import pytest
 
 from reasonrl.tasks import Task, generate, load_tasks
+from reasonrl.tasks.base import cycle_tasks
 from reasonrl.tasks.templates import BOXED_SUFFIX, render_prompt
 
 T = Task(uid="u", prompt="Compute 2+3.", answer="5")
@@ -98,3 +99,17 @@ def test_reasoning_gym_missing_package_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match=r"pip install reasonrl\[gym\]"):
         reasoning_gym_source.load_reasoning_gym("chain_sum", 1, 0, "train")
+
+
+def test_cycle_tasks_covers_each_epoch_once_and_is_deterministic():
+    pool = list("abcde")
+    first = cycle_tasks(pool, 5, 0, seed=1)
+    assert sorted(first) == pool
+    stream = cycle_tasks(pool, 12, 0, seed=1)
+    assert stream[:5] == first and sorted(stream[5:10]) == pool
+    assert cycle_tasks(pool, 4, 3, seed=1) == stream[3:7]  # resuming at a cursor replays the same stream
+    with pytest.raises(ValueError):
+        cycle_tasks([], 1, 0, seed=0)
+
+
+# ------------------------------------------------------------------ the trainer stage

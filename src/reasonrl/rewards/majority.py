@@ -22,7 +22,6 @@ Gold answers never reach the training path: :meth:`MajorityVoteReward.hide_label
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -33,7 +32,7 @@ from reasonrl.rewards.math_verify_worker import Verdict
 from reasonrl.rewards.math_verify_worker import _normalize as _strip_delimiters
 
 __all__ = ["VOTABLE_VERIFIERS", "LABELLED_RECIPES", "check_ttrl_config", "normalize_vote", "majority_label",
-           "vote_rewards", "GroupVote", "vote_group", "prompt_metrics", "mean_metrics", "keep_first", "cycle_tasks", "MajorityVoteReward"]
+           "vote_rewards", "GroupVote", "vote_group", "prompt_metrics", "mean_metrics", "keep_first", "MajorityVoteReward"]
 
 VOTABLE_VERIFIERS = ("math", "exact")  # countdown / reasoning_gym answers have no single canonical form to vote on
 LABELLED_RECIPES = ("sft", "hpt")  # recipes that train on demonstrations: labels by another name
@@ -146,22 +145,6 @@ def keep_first(group_ids: Sequence[int], n_train: int) -> list[int]:
             keep.append(i)
         seen[g] += 1
     return keep
-
-
-def cycle_tasks(pool: Sequence, n: int, start: int, seed: int) -> list:
-    """Stream positions ``start .. start+n-1`` over ``pool`` repeated in epochs, each epoch a fresh seeded
-    permutation: train-on-test cycles over the evaluation prompts without fixed batch compositions."""
-    if not pool:
-        raise ValueError("cycle_tasks needs a non-empty pool")
-    out = []
-    perms: dict[int, list[int]] = {}
-    for pos in range(start, start + n):
-        ep, i = divmod(pos, len(pool))
-        if ep not in perms:
-            perms[ep] = list(range(len(pool)))
-            random.Random(seed * 1_000_003 + ep).shuffle(perms[ep])
-        out.append(pool[perms[ep][i]])
-    return out
 
 
 class MajorityVoteReward:

@@ -57,6 +57,11 @@ class TaskStream:
         from reasonrl.tasks import load_tasks
 
         d = cfg.data
+        if d.shuffle and d.train.partition(":")[0] not in ("builtin", "reasoning_gym"):
+            from reasonrl.tasks.base import cycle_tasks
+
+            pool = load_tasks(d.train, None, split="train")
+            return cls(lambda n, start: cycle_tasks(pool, n, start, cfg.run.seed + 1))
         return cls(lambda n, start: load_tasks(d.train, n, split="train", seed=cfg.run.seed + 1,
                                                difficulty=d.difficulty, start=start))
 
