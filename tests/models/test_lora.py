@@ -161,3 +161,32 @@ def test_missing_peft_fails_at_load_naming_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"model.lora: LoRA needs the peft package: pip install 'reasonrl\[lora\]'"):
         load_config(None, ["model.lora.rank=4"])
     load_config(None, [])  # full fine-tuning needs no peft
+
+
+def test_lora_scoring_runs_the_lm_head_on_response_positions_only(tiny):
+    """PEFT's forward takes **kwargs: looking through the wrappers keeps ``logits_to_keep`` (the LM head
+    on the response positions only) for the LoRA policy and its reference view, with equal log-probs."""
+    from reasonrl.batch import Rollouts
+    from reasonrl.rollout.logprobs import sequence_logprobs
+    from reasonrl.rollout.lora_engine import forward_parameters
+
+    model = _wrapped(tiny).eval()
+    ref = lora.reference_view(model)
+    assert "logits_to_keep" in forward_parameters(model) and "logits_to_keep" in forward_parameters(ref)
+    b = Rollouts(prompt_ids=torch.randint(3, 100, (2, 9)), prompt_mask=torch.ones(2, 9, dtype=torch.long),
+                 response_ids=torch.randint(3, 100, (2, 4)), loss_mask=torch.ones(2, 4),
+                 rollout_logp=torch.zeros(2, 4), group_ids=torch.arange(2), task_index=[0, 1],
+                 response_text=["", ""], truncated=torch.zeros(2, dtype=torch.bool))
+    head = model.get_base_model().lm_head
+    seen = []
+    hook = head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+    try:
+        got, _ = sequence_logprobs(model, b, temperature=1.0)
+        got_ref, _ = sequence_logprobs(ref, b, temperature=1.0)
+    finally:
+        hook.remove()
+    assert seen == [5, 5]  # 4 response tokens + the last prompt position, not all 13 positions
+    ids = torch.cat([b.prompt_ids, b.response_ids], 1)
+    full = torch.log_softmax(model(input_ids=ids).logits[:, 8:-1].float(), -1)
+    torch.testing.assert_close(got, full.gather(-1, b.response_ids.unsqueeze(-1)).squeeze(-1), atol=1e-5, rtol=0)
+    assert not torch.allclose(got, got_ref)  # the reference view scores the base, not the adapted policy

@@ -90,6 +90,10 @@ class _ReferenceView(torch.nn.Module):
     def parameters(self, recurse: bool = True):
         return self._policy[0].parameters(recurse)
 
+    def get_base_model(self) -> torch.nn.Module:
+        """The wrapped policy (``rollout.lora_engine.forward_parameters`` looks through it)."""
+        return self._policy[0]
+
     def forward(self, *args, **kwargs):
         policy = self._policy[0]
         was = policy.training

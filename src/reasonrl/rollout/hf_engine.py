@@ -9,7 +9,6 @@ token, and ``position_ids = cumsum(mask) - 1``; ``tests/rollout`` checks the two
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from transformers import DynamicCache
 
 from reasonrl.batch import Rollouts, concat
 from reasonrl.rollout.engine import ModuleEngine, stop_and_pad_ids
+from reasonrl.rollout.lora_engine import forward_parameters
 from reasonrl.rollout.sampling import SamplingParams, sample_next
 
 
@@ -63,7 +63,7 @@ class HFEngine(ModuleEngine):
         self.add_special_tokens = add_special_tokens
         self.compact = compact
         self.stop_token_ids, self.pad_token_id = stop_and_pad_ids(tokenizer, model, eos_token_ids, stop_token_ids)
-        params = inspect.signature(model.forward).parameters
+        params = forward_parameters(model)
         # transformers 5 renamed ``past_key_values`` to ``cache``; use whichever this model takes.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_logits = "logits_to_keep" in params

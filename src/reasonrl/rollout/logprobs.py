@@ -13,12 +13,12 @@ return_hidden=, micro_batch=)`` itself and this function returns its result unch
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 
 from reasonrl.batch import Rollouts, pack_rows
 from reasonrl.rollout.fused_logprobs import chosen_logprob_entropy
+from reasonrl.rollout.lora_engine import forward_parameters
 
 
 def sequence_logprobs(
@@ -79,7 +79,7 @@ def _reference(model, rollouts, temperature, micro_batch, with_entropy, return_h
     resp = rollouts.response_ids.to(device)
     valid = rollouts.response_valid.to(device).bool()
     tr = resp.shape[1]
-    keep_ok = "logits_to_keep" in inspect.signature(model.forward).parameters
+    keep_ok = "logits_to_keep" in forward_parameters(model)
 
     rows = ids.shape[0]
     step = micro_batch or max(rows, 1)

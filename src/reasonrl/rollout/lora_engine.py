@@ -14,6 +14,7 @@ the base weights.
 from __future__ import annotations
 
 import copy
+import inspect
 import sys
 import time
 from collections.abc import Mapping
@@ -24,6 +25,20 @@ import torch
 from reasonrl.batch import Rollouts
 from reasonrl.rollout.engine import Engine
 from reasonrl.rollout.sampling import SamplingParams
+
+
+def forward_parameters(model: torch.nn.Module) -> Mapping[str, inspect.Parameter]:
+    """The parameters of the forward that finally runs: wrappers (a PEFT model, the LoRA reference view)
+    take ``**kwargs`` and pass them on, so the wrapped model's own signature says whether an argument
+    such as ``logits_to_keep`` is honoured (without this, LoRA scoring ran the LM head on every prompt
+    position)."""
+    inner = model
+    while hasattr(inner, "get_base_model"):
+        nxt = inner.get_base_model()
+        if nxt is inner:
+            break
+        inner = nxt
+    return inspect.signature(inner.forward).parameters
 
 
 def is_lora(model: Any) -> bool:
