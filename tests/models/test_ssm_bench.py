@@ -58,6 +58,12 @@ def test_accuracy_mode_options_and_summary():
     assert list(s) == ["mamba2"] and s["mamba2"]["seeds"] == 3
     m, h = s["mamba2"]["grpo_pass@1"]
     assert abs(m - 0.4) < 1e-12 and abs(h - 4.303 * 0.2 / 3 ** 0.5) < 1e-9  # Student-t, df 2
+    from reasonrl.bench.ssm_accuracy import paired
+
+    ref = [{**r, "arm": "transformer", "grpo_pass@1": r["grpo_pass@1"] + 0.1 * r["seed"]} for r in runs]
+    d, hw = paired(runs + ref, "mamba2", "grpo_pass@1")
+    assert abs(d + 0.1) < 1e-12 and abs(hw - 4.303 * 0.1 / 3 ** 0.5) < 1e-9  # differences 0, -0.1, -0.2
+    assert paired(runs, "mamba2", "grpo_pass@1") is None
 
 
 def test_bad_bench_ssm_mode_is_refused():

@@ -14,7 +14,8 @@ is not learnable at that budget (its SFT has a phase transition after 500-1,100 
 300-step pilot at difficulty 1 reached validation pass@1 0.06), so the defaults use two-number countdown
 (difficulty 2: pick the operation that makes the target), which the tiny transformer reaches ~0.7 on in
 200 steps x batch 32. The results file states the exact settings.
-Each finished (arm, seed) is saved in ``<work>/runs.json`` and skipped on a rerun (``resume=true``).
+Results: ``<out>/<name>.json`` and ``.md``. Each finished (arm, seed) is saved in ``<work>/runs.json`` and
+skipped on a rerun (``resume=true``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "mode": "accuracy", "seeds": 3, "arms": list(ARMS), "family": "countdown", "difficulty": 2, "demos": 800,
     "sft_steps": 200, "sft_batch": 32, "val_size": 50, "eval_every": 50, "max_new_tokens": 24, "grpo_steps": 15, "prompts": 8,
     "n": 8, "lr": 1e-4, "eval_size": 100, "k": 4, "threads": 1, "resume": True,
-    "out": "benchmarks/ssm", "work": "runs/bench_ssm_accuracy",
+    "out": "benchmarks/ssm", "name": "accuracy", "work": "runs/bench_ssm_accuracy",
 }
 
 
@@ -145,6 +146,16 @@ def summarise(runs: list[dict[str, Any]], arms: list[str]) -> dict[str, dict[str
     return out
 
 
+def paired(runs: list[dict[str, Any]], arm: str, key: str, ref: str = "transformer") -> list[float] | None:
+    """Mean and 95% t half-width of the per-seed difference ``arm - ref`` (same seed: same demonstrations,
+    RL prompts and held-out problems), or None without common seeds."""
+    from reasonrl.bench.results import mean_t_ci
+
+    by = {(r["arm"], r["seed"]): r[key] for r in runs}
+    seeds = sorted(s for a, s in by if a == arm and (ref, s) in by)
+    return list(mean_t_ci([by[arm, s] - by[ref, s] for s in seeds])) if seeds else None
+
+
 def markdown(doc: dict[str, Any]) -> str:
     o = doc["opts"]
     lines = ["# SSM vs transformer: held-out accuracy after the same SFT + GRPO budget", "",
@@ -167,6 +178,17 @@ def markdown(doc: dict[str, Any]) -> str:
             fmt = "{:.0f}" if k.endswith("seconds") else "{:.3f}"
             cells.append(fmt.format(m) + ("" if h != h else " ± " + fmt.format(h)))
         lines.append(f"| {a} | {s['params'] / 1e6:.2f}M | {s['seeds']} | " + " | ".join(cells) + " |")
+    diffs = []
+    for a in doc["summary"]:
+        if a == "transformer":
+            continue
+        for key, title in (("sft_pass@1", "after SFT"), ("grpo_pass@1", "after SFT+GRPO")):
+            d = paired(doc["runs"], a, key)
+            if d is not None:
+                diffs.append(f"- {a} - transformer, greedy pass@1 {title}: {d[0]:+.3f}"
+                             + ("" if d[1] != d[1] else f" ± {d[1]:.3f}") + " (paired by seed)")
+    if diffs:
+        lines += [""] + diffs
     lines += ["", "Per seed (greedy pass@1 after SFT -> after GRPO; validation pass@1 of the kept SFT checkpoint):", ""]
     for r in doc["runs"]:
         lines.append(f"- {r['arm']} seed {r['seed']}: {r['sft_pass@1']:.3f} -> {r['grpo_pass@1']:.3f} "
@@ -201,7 +223,7 @@ def run(args: list[str], log=print) -> int:
                    "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}}
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "accuracy.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / "accuracy.md").write_text(markdown(doc))
+    (out / f"{opts['name']}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / f"{opts['name']}.md").write_text(markdown(doc))
     log(markdown(doc))
     return 0
