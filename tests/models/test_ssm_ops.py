@@ -98,6 +98,18 @@ def test_fused_scan_values_and_gradients_equal_the_autograd_loop(length):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_inference_scan_equals_the_autograd_loop():
+    """Without gradients ``mode="sequential"`` keeps one state instead of every h_t; same values."""
+    args = _scan_inputs(seed=8, b=2, d=4, n=3, length=19)
+    y0, l0 = ops.selective_scan(*args, mode="autograd")
+    with torch.no_grad():
+        y1, l1 = ops.selective_scan(*[a.clone().requires_grad_() for a in args], mode="sequential")
+    y2, l2 = ops.selective_scan(*args, mode="sequential")  # no input requires grad
+    for y, last in ((y1, l1), (y2, l2)):
+        torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(last, l0, rtol=1e-5, atol=1e-5)
+
+
 def test_selective_scan_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="autograd"):
         ops.selective_scan(*_scan_inputs(), mode="fast")

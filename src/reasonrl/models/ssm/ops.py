@@ -171,6 +171,23 @@ class _FusedSelectiveScan(torch.autograd.Function):
         return gx * delta, g_delta, gA, gB.transpose(0, 1), gC.transpose(0, 1)
 
 
+def _selective_scan_inference(u, delta, A, B, C) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same loop without autograd (prefill): one (b, d, n) state updated in place and read out every step,
+    so memory stays O(b·d·n) instead of keeping every ``h_t``."""
+    b, d, length = u.shape
+    dl = delta.permute(2, 0, 1).contiguous()
+    xl = (delta * u).permute(2, 0, 1).contiguous()
+    Bl, Cl = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
+    h = u.new_zeros(b, d, A.shape[-1])
+    a = torch.empty_like(h)
+    y = u.new_empty(length, b, d, 1)
+    for t in range(length):
+        h.mul_(torch.mul(dl[t].unsqueeze(-1), A, out=a).exp_())
+        h.baddbmm_(xl[t].unsqueeze(-1), Bl[t].unsqueeze(1))
+        torch.bmm(h, Cl[t].unsqueeze(-1), out=y[t])
+    return y.squeeze(-1).permute(1, 2, 0), h
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, mode: str = "sequential") -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective scan, all steps: returns ``(y (b, d, l), last state (b, d, n))``.
@@ -179,13 +196,15 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     B, C (b, l, n) shared across channels. ``Ā_t = exp(Δ_t A)``, ``B̄_t = Δ_t B_t`` (Euler for B).
 
     ``mode="sequential"`` (the default) loops over time with a hand-written backward
-    (``_FusedSelectiveScan``; O(l) work, on CPU the fastest); ``mode="autograd"`` is the same loop left to
+    (``_FusedSelectiveScan``; O(l) work, on CPU the fastest), or without autograd a loop that keeps only
+    the current state (``_selective_scan_inference``); ``mode="autograd"`` is the same loop left to
     autograd (the plain reference the tests compare against); ``mode="parallel"`` is the associative
     scan over pairs ``(a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)`` in ⌈log2 l⌉ doubling rounds
     (Hillis-Steele: O(l log l) work, O(log l) depth; the form a GPU kernel parallelises).
     """
     if mode == "sequential" and u.shape[-1]:
-        y, last = _FusedSelectiveScan.apply(u, delta, A, B, C)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+        y, last = (_FusedSelectiveScan.apply if needs_grad else _selective_scan_inference)(u, delta, A, B, C)
     elif mode in ("sequential", "autograd"):
         dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (b, d, l, n)
         dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(1)  # (b, d, l, n)
