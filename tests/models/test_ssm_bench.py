@@ -71,7 +71,7 @@ def test_bad_bench_ssm_mode_is_refused():
         _bench_ssm()(["mode=speed"])
 
 
-@pytest.mark.slow  # ~30 s: three tiny SFT builds (two in child processes), GRPO and evaluation
+@pytest.mark.slow  # 30-90 s on the shared machine: three tiny SFT builds (two in child processes), GRPO and evaluation
 def test_accuracy_mode_toy_run_and_resume(tmp_path):
     run = _bench_ssm()
     args = ["mode=accuracy", "seeds=1", "sft_steps=2", "sft_batch=4", "demos=24", "val_size=3", "eval_every=2",
