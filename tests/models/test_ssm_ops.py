@@ -66,7 +66,7 @@ def _scan_inputs(seed=2, b=2, d=5, n=4, length=23, dtype=torch.float32):
     return u, delta, A, r(b, length, n, dtype=dtype), r(b, length, n, dtype=dtype), r(d, dtype=dtype)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+@pytest.mark.parametrize("mode", ["sequential", "autograd", "parallel"])
 def test_selective_scan_equals_recurrent_step(mode):
     u, delta, A, B, C, D = _scan_inputs()
     y, last = ops.selective_scan(u, delta, A, B, C, D, mode=mode)
@@ -77,6 +77,42 @@ def test_selective_scan_equals_recurrent_step(mode):
         ys.append(yt)
     torch.testing.assert_close(torch.stack(ys, -1), y, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last, state, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 37])
+def test_fused_scan_values_and_gradients_equal_the_autograd_loop(length):
+    """``mode="sequential"`` (hand-written backward) vs the plain autograd loop, fp32, at a Mamba-like
+    shape: outputs, last state and every input's gradient under a loss using both outputs."""
+    base = _scan_inputs(seed=7, b=3, d=6, n=5, length=length)
+    res = {}
+    for mode in ("autograd", "sequential"):
+        args = [t.clone().requires_grad_() for t in base]
+        y, last = ops.selective_scan(*args, mode=mode)
+        w = torch.linspace(-1, 1, y.numel()).view_as(y)
+        ((y * w).sum() + (last ** 2).sum()).backward()
+        res[mode] = (y.detach(), last.detach(), [a.grad for a in args])
+    (y0, l0, g0), (y1, l1, g1) = res["autograd"], res["sequential"]
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5)
+    for name, a, b in zip("u delta A B C D".split(), g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_inference_scan_equals_the_autograd_loop():
+    """Without gradients ``mode="sequential"`` keeps one state instead of every h_t; same values."""
+    args = _scan_inputs(seed=8, b=2, d=4, n=3, length=19)
+    y0, l0 = ops.selective_scan(*args, mode="autograd")
+    with torch.no_grad():
+        y1, l1 = ops.selective_scan(*[a.clone().requires_grad_() for a in args], mode="sequential")
+    y2, l2 = ops.selective_scan(*args, mode="sequential")  # no input requires grad
+    for y, last in ((y1, l1), (y2, l2)):
+        torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(last, l0, rtol=1e-5, atol=1e-5)
+
+
+def test_selective_scan_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="autograd"):
+        ops.selective_scan(*_scan_inputs(), mode="fast")
 
 
 def test_selective_scan_hand_case():
@@ -138,9 +174,12 @@ def test_segsum_values():
 def test_gradients_match_finite_differences():
     dd = torch.float64
     u, delta, A, B, C, D = _scan_inputs(b=1, d=2, n=2, length=5, dtype=dd)
-    for mode in ("sequential", "parallel"):
+    for mode in ("sequential", "autograd", "parallel"):
         args = [t.clone().requires_grad_() for t in (u, delta, A, B, C, D)]
         assert torch.autograd.gradcheck(lambda *a: ops.selective_scan(*a, mode=mode)[0], args)
+    # the hand-written backward also through the returned last state (what a split prefill differentiates)
+    args = [t.clone().requires_grad_() for t in (u, delta, A, B, C, D)]
+    assert torch.autograd.gradcheck(lambda *a: ops.selective_scan(*a, mode="sequential"), args)
     x, dt, A2, B2, C2 = _ssd_inputs(b=1, length=6, h=2, p=2, g=1, n=2, dtype=dd)
     args = [t.clone().requires_grad_() for t in (x, dt, A2, B2, C2)]
     assert torch.autograd.gradcheck(lambda *a: ops.ssd_chunked(*a, chunk=4)[0], args)

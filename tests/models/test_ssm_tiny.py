@@ -41,6 +41,9 @@ def test_build_pipeline_writes_a_loadable_checkpoint(tmp_path):
     out = build_tiny_ssm("mamba2", SMALL, tmp_path / "m", log=lines.append)
     meta = json.loads((out / "reasonrl_build.json").read_text())
     assert meta["sft_steps"] == 3 and meta["best_step"] in (2, 3)
+    # the builtin:tiny guarantees: another process, one thread, deterministic algorithms, weights hashed
+    assert meta["deterministic"] is True and meta["threads"] == 1 and len(meta["weights_sha256"]) == 64
+    assert not torch.are_deterministic_algorithms_enabled()
     assert [ln.split(":")[0].strip() for ln in lines if "sft step" in ln] == ["sft step 2", "sft step 3"]
     model, _ = load_policy(out)
     assert isinstance(model, SSMForCausalLM) and model.config.mixer == "mamba2"

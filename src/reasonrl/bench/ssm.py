@@ -18,7 +18,8 @@ each step keeps its fastest repeat (other processes' bursts only ever add time).
 
 Weights are random (speed does not depend on them); threads default to 1. Results:
 ``benchmarks/ssm/results.json`` and ``results.md`` with the command, load average and versions.
-The accuracy arm (SFT + GRPO at equal budget) is not run by this benchmark (docs/ssm.md says why).
+``mode=accuracy`` runs the other half of the comparison instead (``bench/ssm_accuracy.py``): held-out
+pass@1 of the three architectures after the same SFT + GRPO budget, over seeds.
 """
 
 from __future__ import annotations
@@ -191,6 +192,15 @@ def run(args: list[str]) -> int:
     from reasonrl.models.tiny import TinySpec, _tokenizer_corpus
     from reasonrl.models.tokenizer import train_tokenizer
 
+    if any(a.startswith("mode=") for a in args):
+        mode = next(a for a in args if a.startswith("mode=")).partition("=")[2]
+        if mode == "accuracy":
+            from reasonrl.bench.ssm_accuracy import run as run_accuracy
+
+            return run_accuracy(list(args))
+        if mode != "decode":
+            raise SystemExit(f"bench ssm: mode must be 'decode' (default) or 'accuracy', got {mode!r}")
+        args = [a for a in args if not a.startswith("mode=")]
     opts = _parse(list(args))
     torch.set_num_threads(opts["threads"])
     load_before = _loadavg()

@@ -209,11 +209,17 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
     out = Path(out_dir) if out_dir else default_model_dir(spec)
     if (out / "reasonrl_build.json").exists() and not force:
         return out
+    return run_build_process("reasonrl.models.tiny", [json.dumps(asdict(spec)), str(out)], out, log)
+
+
+def run_build_process(module: str, args: list[str], out: Path, log=print) -> Path:
+    """Run ``python -m <module> <args>`` with ``BUILD_ENV``, relaying its output to ``log``; the build must
+    write ``out/reasonrl_build.json``. Shared by every built-in model family (transformer, SSM)."""
     pkg_parent = str(Path(__file__).resolve().parent.parent.parent)
     env = {**os.environ, **BUILD_ENV,
            "PYTHONPATH": os.pathsep.join([pkg_parent, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = [sys.executable, "-m", "reasonrl.models.tiny", json.dumps(asdict(spec)), str(out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
         lines.append(line.rstrip())
@@ -221,7 +227,7 @@ def build_default_model(spec: TinySpec | None = None, out_dir: Path | None = Non
             log(line.rstrip())
     if proc.wait() != 0 or not (out / "reasonrl_build.json").exists():
         tail = "\n".join(lines[-20:])
-        raise RuntimeError(f"building the tiny model {out.name} failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"building the model {out.name} failed (exit {proc.returncode}):\n{tail}")
     return out
 
 

@@ -107,6 +107,87 @@ def s4d_init(d: int, n2: int, kind: str = "lin") -> torch.Tensor:
 # ------------------------------------------------------------------------------------ Mamba (S6)
 
 
+class _FusedSelectiveScan(torch.autograd.Function):
+    """The sequential scan with a hand-written backward, time-major and one (b, d, n) slice at a time.
+
+    The autograd loop (``mode="autograd"``) materialises ``exp(Δ A)`` and ``Δ B u`` as (b, d, l, n)
+    tensors, steps through strided slices of them and leaves autograd ~2 ops per step plus a stack to
+    undo. Here each step computes its slice of ``Ā_t`` in place from contiguous (l, b, d) inputs (it stays
+    in cache), writes ``h_t`` into one (l, b, d, n) buffer, and the readout ``y_t = h_t C_t`` is one bmm.
+    The backward is the adjoint recurrence ``g_t = C_t gy_t + Ā_{t+1} g_{t+1}`` run in reverse with the
+    same per-step recompute of ``Ā_t``, after which the gradients of B, C and ``Δ u`` are bmms over the
+    stored ``g`` and ``h``, and those of Δ (through Ā) and A are reduced inside the loop:
+    ``∂(Δ_t A) = g_t ⊙ Ā_t ⊙ h_{t-1}``.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C):
+        b, d, length = u.shape
+        n = A.shape[-1]
+        dl = delta.permute(2, 0, 1).contiguous()  # (l, b, d)
+        xl = (delta * u).permute(2, 0, 1).contiguous()
+        Bl, Cl = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()  # (l, b, n)
+        hs = u.new_empty(length, b, d, n)
+        a = u.new_empty(b, d, n)
+        for t in range(length):
+            torch.mul(dl[t].unsqueeze(-1), A, out=a).exp_()
+            if t:
+                a.mul_(hs[t - 1])
+                torch.baddbmm(a, xl[t].unsqueeze(-1), Bl[t].unsqueeze(1), out=hs[t])  # + outer product
+            else:
+                torch.bmm(xl[t].unsqueeze(-1), Bl[t].unsqueeze(1), out=hs[t])
+        y = torch.bmm(hs.view(length * b, d, n), Cl.view(length * b, n, 1)).view(length, b, d)
+        ctx.save_for_backward(u, delta, A, dl, xl, Bl, Cl, hs)
+        return y.permute(1, 2, 0), hs[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, glast):
+        u, delta, A, dl, xl, Bl, Cl, hs = ctx.saved_tensors
+        length, b, d, n = hs.shape
+        gyl = (gy if gy is not None else u.new_zeros(b, d, length)).permute(2, 0, 1).contiguous()
+        G = torch.empty_like(hs)  # G[t] = dL/dh_t (through y_t and every later state)
+        carry = glast if glast is not None else hs.new_zeros(b, d, n)  # Ā_{t+1} g_{t+1}
+        a = hs.new_empty(b, d, n)
+        p = hs.new_empty(b, d, n)
+        g_dA = u.new_empty(length, b, d)  # dL/dΔ_t through Ā_t
+        gA = torch.zeros_like(A)
+        for t in range(length - 1, -1, -1):
+            torch.baddbmm(carry, gyl[t].unsqueeze(-1), Cl[t].unsqueeze(1), out=G[t])
+            if t == 0:
+                g_dA[0].zero_()
+                break
+            torch.mul(dl[t].unsqueeze(-1), A, out=a).exp_()
+            carry = G[t] * a
+            torch.mul(carry, hs[t - 1], out=p)  # dL/d(Δ_t A)
+            torch.sum(p * A, -1, out=g_dA[t])
+            gA.add_((p * dl[t].unsqueeze(-1)).sum(0))
+        lb = length * b
+        gx = torch.bmm(G.view(lb, d, n), Bl.view(lb, n, 1)).view(length, b, d)  # dL/d(Δ u)
+        gB = torch.bmm(xl.view(lb, 1, d), G.view(lb, d, n)).view(length, b, n)
+        gC = torch.bmm(gyl.view(lb, 1, d), hs.view(lb, d, n)).view(length, b, n)
+        gx = gx.permute(1, 2, 0)
+        g_delta = gx * u + g_dA.permute(1, 2, 0)
+        return gx * delta, g_delta, gA, gB.transpose(0, 1), gC.transpose(0, 1)
+
+
+def _selective_scan_inference(u, delta, A, B, C) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same loop without autograd (prefill): one (b, d, n) state updated in place and read out every step,
+    so memory stays O(b·d·n) instead of keeping every ``h_t``."""
+    b, d, length = u.shape
+    dl = delta.permute(2, 0, 1).contiguous()
+    xl = (delta * u).permute(2, 0, 1).contiguous()
+    Bl, Cl = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
+    h = u.new_zeros(b, d, A.shape[-1])
+    a = torch.empty_like(h)
+    y = u.new_empty(length, b, d, 1)
+    for t in range(length):
+        h.mul_(torch.mul(dl[t].unsqueeze(-1), A, out=a).exp_())
+        h.baddbmm_(xl[t].unsqueeze(-1), Bl[t].unsqueeze(1))
+        torch.bmm(h, Cl[t].unsqueeze(-1), out=y[t])
+    return y.squeeze(-1).permute(1, 2, 0), h
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, mode: str = "sequential") -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective scan, all steps: returns ``(y (b, d, l), last state (b, d, n))``.
@@ -114,13 +195,19 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     u, delta (b, d, l) with delta already positive (softplus applied); A (d, n) (negative real);
     B, C (b, l, n) shared across channels. ``Ā_t = exp(Δ_t A)``, ``B̄_t = Δ_t B_t`` (Euler for B).
 
-    ``mode="sequential"`` loops over time (O(l) work; on CPU the fastest); ``mode="parallel"`` is the
-    associative scan over pairs ``(a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)`` in ⌈log2 l⌉ doubling
-    rounds (Hillis-Steele: O(l log l) work, O(log l) depth; the form a GPU kernel parallelises).
+    ``mode="sequential"`` (the default) loops over time with a hand-written backward
+    (``_FusedSelectiveScan``; O(l) work, on CPU the fastest), or without autograd a loop that keeps only
+    the current state (``_selective_scan_inference``); ``mode="autograd"`` is the same loop left to
+    autograd (the plain reference the tests compare against); ``mode="parallel"`` is the associative
+    scan over pairs ``(a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)`` in ⌈log2 l⌉ doubling rounds
+    (Hillis-Steele: O(l log l) work, O(log l) depth; the form a GPU kernel parallelises).
     """
-    dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (b, d, l, n)
-    dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(1)  # (b, d, l, n)
-    if mode == "sequential":
+    if mode == "sequential" and u.shape[-1]:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+        y, last = (_FusedSelectiveScan.apply if needs_grad else _selective_scan_inference)(u, delta, A, B, C)
+    elif mode in ("sequential", "autograd"):
+        dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (b, d, l, n)
+        dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(1)  # (b, d, l, n)
         # unbind, not dA[:, :, t]: the backward of one unbind is one stack, while each indexing
         # op's backward would materialise a full-size zero gradient (quadratic in l)
         h = u.new_zeros(u.shape[0], u.shape[1], A.shape[-1])
@@ -131,7 +218,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         y = torch.einsum("bdln,bln->bdl", torch.stack(hs, dim=2), C) if hs else u.new_zeros(u.shape)
         last = h
     elif mode == "parallel":
-        a, s = dA, dBu
+        a, s = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1)), (delta * u).unsqueeze(-1) * B.unsqueeze(1)
         off = 1
         while off < u.shape[-1]:
             s = torch.cat([s[:, :, :off], a[:, :, off:] * s[:, :, :-off] + s[:, :, off:]], dim=2)
@@ -140,7 +227,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         y = torch.einsum("bdln,bln->bdl", s, C)
         last = s[:, :, -1] if u.shape[-1] else u.new_zeros(u.shape[0], u.shape[1], A.shape[-1])
     else:
-        raise ValueError(f"selective_scan mode must be 'sequential' or 'parallel', got {mode!r}")
+        raise ValueError(f"selective_scan mode must be 'sequential', 'autograd' or 'parallel', got {mode!r}")
     if D is not None:
         y = y + D.unsqueeze(-1) * u
     return y, last
@@ -184,36 +271,36 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     """
     b, length, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
-    B = B.repeat_interleave(h // g, dim=2)
-    C = C.repeat_interleave(h // g, dim=2)
+    hg = h // g
     pad = (-length) % chunk
     if pad:  # dt = 0 on the padding: a = 1 and no input, so the final state is unchanged
         x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
         B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
     nc = x.shape[1] // chunk
-    xd = (x * dt.unsqueeze(-1)).reshape(b, nc, chunk, h, p)
-    Bc = B.reshape(b, nc, chunk, h, n)
-    Cc = C.reshape(b, nc, chunk, h, n)
-    la = (dt * A).reshape(b, nc, chunk, h).permute(0, 3, 1, 2)  # (b, h, c, q) log-decays
+    # layout (b, g, h/g, c, q, ·): heads grouped under their B/C group, so C Bᵀ is computed once per group
+    # and broadcast over its heads, and every contraction below is one batched matmul
+    xd = (x * dt.unsqueeze(-1)).view(b, nc, chunk, g, hg, p).permute(0, 3, 4, 1, 2, 5)  # (b, g, hg, c, q, p)
+    Bc = B.view(b, nc, chunk, g, n).permute(0, 3, 1, 2, 4).unsqueeze(2)  # (b, g, 1, c, q, n)
+    Cc = C.view(b, nc, chunk, g, n).permute(0, 3, 1, 2, 4).unsqueeze(2)
+    la = (dt * A).view(b, nc, chunk, g, hg).permute(0, 3, 4, 1, 2)  # (b, g, hg, c, q) log-decays
     cum = la.cumsum(-1)
-    # (1) intra-chunk
-    decay = torch.exp(segsum(la))  # (b, h, c, q, q)
-    scores = torch.einsum("bcihn,bcjhn->bhcij", Cc, Bc) * decay
-    y = torch.einsum("bhcij,bcjhp->bcihp", scores, xd)
-    # (2) chunk-final states from a zero start
-    to_end = torch.exp(cum[..., -1:] - cum)  # (b, h, c, q)
-    states = torch.einsum("bcjhn,bhcj,bcjhp->bchpn", Bc, to_end, xd)
+    # (1) intra-chunk: (L ∘ C Bᵀ) x
+    y = (torch.matmul(Cc, Bc.transpose(-1, -2)) * torch.exp(segsum(la))) @ xd
+    # (2) chunk-final states from a zero start: Σ_j decay(j → end) x_j B_jᵀ
+    to_end = torch.exp(cum[..., -1:] - cum)  # (b, g, hg, c, q)
+    states = (xd * to_end.unsqueeze(-1)).transpose(-1, -2) @ Bc  # (b, g, hg, c, p, n)
     # (3) scan over chunks
-    chunk_decay = torch.exp(cum[..., -1])  # (b, h, c)
-    carry = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
+    chunk_decay = torch.exp(cum[..., -1])  # (b, g, hg, c)
+    carry = x.new_zeros(b, g, hg, p, n) if initial_state is None else initial_state.to(x.dtype).view(b, g, hg, p, n)
     starts = []
     for c in range(nc):
         starts.append(carry)
-        carry = chunk_decay[:, :, c, None, None] * carry + states[:, c]
-    # (4) carried-in state -> outputs
-    start = torch.stack(starts, dim=1)  # (b, c, h, p, n)
-    y = y + torch.einsum("bcihn,bchpn,bhci->bcihp", Cc, start, torch.exp(cum))
-    return y.reshape(b, nc * chunk, h, p)[:, :length], carry
+        carry = chunk_decay[..., c, None, None] * carry + states[:, :, :, c]
+    # (4) carried-in state -> outputs: C_i · start, decayed to position i
+    start = torch.stack(starts, dim=3)  # (b, g, hg, c, p, n)
+    y = y + (Cc @ start.transpose(-1, -2)) * torch.exp(cum).unsqueeze(-1)
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, nc * chunk, h, p)
+    return y[:, :length], carry.reshape(b, h, p, n)
 
 
 def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
