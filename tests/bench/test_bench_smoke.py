@@ -18,6 +18,9 @@ def test_bench_async_toy(tiny_model_dir, tmp_path):
     assert doc["speedup"] == doc["sync_step_s"] / doc["async_step_s"] and doc["env"]["load_after"]
     md = (out / "results.md").read_text()
     assert doc["command"] in md and "| async | 0 | 2 |" in md and "load average" in md
+    # the learning curve per sample: each step's batch reward against 2 prompts x 2 samples per step
+    assert [r["samples_per_step"] for r in doc["runs"]] == [4, 4] and all(len(r["reward_per_step"]) == 2 for r in doc["runs"])
+    assert "| 4 | " in md and "| 8 | " in md and (out / "curves.png").stat().st_size > 1000
 
 
 def test_bench_rewards_toy(tmp_path):

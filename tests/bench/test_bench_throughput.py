@@ -122,3 +122,22 @@ def test_learner_mode_compares_perf_variants(tiny_model_dir, tmp_path):
     assert "| fused+pack |" in (tmp_path / "learner.md").read_text()
     with pytest.raises(ConfigError, match="bench.variants"):
         bt.bench_throughput(["bench.mode=learner", "bench.variants=[nope]"])
+
+
+def test_decode_mode_compares_reference_and_lean_steps(tiny_model_dir, tmp_path):
+    """bench.mode=decode: both decode steps run, produce the reference's tokens, and each efficiency is
+    the counted roofline time over the measured time (attainable = the larger of bandwidth and compute)."""
+    assert bt.bench_throughput([f"bench.model={tiny_model_dir}", "bench.mode=decode", "bench.n=4", "bench.max_new_tokens=6",
+                                "bench.steps=2", "bench.threads=1", f"bench.out={tmp_path}"]) == 0
+    got = json.loads((tmp_path / "decode.json").read_text())["tiny"]
+    p, pc = got["peaks"], got["peaks_cpu"]
+    t_bw, t_fl = got["decode_bytes"] / p["bandwidth_bytes_s"], got["decode_flops"] / p["gemm_fp32_flops"]
+    c_bw, c_fl = got["decode_bytes"] / pc["bandwidth_bytes_s"], got["decode_flops"] / pc["gemm_fp32_flops"]
+    for v in ("reference", "lean"):
+        r = got["variants"][v]
+        assert r["greedy_tokens_equal"] and r["sampled_tokens_equal"] and r["max_abs_logp_gap"] == 0.0
+        assert len(r["wall_s"]) == 2
+        assert r["bandwidth_roofline_wall"] == pytest.approx(t_bw / r["median_wall_s"])
+        assert r["attainable_roofline_wall"] == pytest.approx(max(t_bw, t_fl) / r["median_wall_s"])
+        assert r["attainable_roofline_cpu"] == pytest.approx(max(c_bw, c_fl) / r["median_cpu_s_per_thread"])
+    assert "| lean |" in (tmp_path / "decode.md").read_text()

@@ -47,8 +47,12 @@ def _arm(overrides: list[str], arm: str, name: str) -> dict[str, Any]:
             "step_s_mean_after_first": (sum(r["time/step_s"] for r in steps[1:]) / (len(steps) - 1)
                                         if len(steps) > 1 else None), "gen_s_mean": mean("time/gen_s"),
             "train_s_mean": mean("time/train_s"), "wait_s_mean": mean("async/wait_s"),
+            "rollout_cpu_s_mean": mean("async/rollout_cpu_s"),
             "staleness_mean": mean("async/staleness"), "is_weight_mean": mean("offpolicy/is_weight_mean"),
-            "reward_mean": mean("reward/mean")}
+            "reward_mean": mean("reward/mean"),
+            # the learning curve per sample: reward of each step's batch against the samples trained on so far
+            "samples_per_step": cfg.trainer.prompts_per_step * cfg.rollout.n,
+            "reward_per_step": [r.get("reward/mean") for r in steps]}
 
 
 def bench_async(overrides: list[str], log=print) -> int:
@@ -86,19 +90,64 @@ def bench_async(overrides: list[str], log=print) -> int:
                                        for a in arms if a != "sync"}
         res["speedup"] = res["speedups"].get("async", float("nan"))
     run.write(out, res, results_md)
+    if plot_curves(runs, arms, out / "curves.png"):
+        with open(out / "results.md", "a") as f:
+            f.write(curves_md(runs, arms))
     log((out / "results.md").read_text())
     return 0
+
+
+def _curve(runs: list[dict[str, Any]], arm: str) -> tuple[list[int], list[float]]:
+    """Mean over repeats of the per-step batch reward of ``arm``, against samples trained on."""
+    rs = [r for r in runs if r.get("arm") == arm and r.get("reward_per_step")]
+    if not rs:
+        return [], []
+    n = min(len(r["reward_per_step"]) for r in rs)
+    ys = [sum(r["reward_per_step"][i] for r in rs) / len(rs) for i in range(n)]
+    return [(i + 1) * rs[0]["samples_per_step"] for i in range(n)], ys
+
+
+def plot_curves(runs: list[dict[str, Any]], arms: list[str], path: Path) -> Path | None:
+    """Batch reward against samples trained on, one line per arm (mean over repeats)."""
+    from matplotlib.figure import Figure
+
+    curves = {a: _curve(runs, a) for a in arms}
+    if not any(xs for xs, _ in curves.values()):
+        return None
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (a, (xs, ys)) in enumerate(curves.items()):
+        ax.plot(xs, ys, label=a, color=f"C{i}", marker="o", markersize=3)
+    ax.set_xlabel("samples trained on")
+    ax.set_ylabel("batch reward (mean over repeats)")
+    ax.set_title("learning curve per sample: sync vs async (staleness 1)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def curves_md(runs: list[dict[str, Any]], arms: list[str]) -> str:
+    curves = {a: _curve(runs, a) for a in arms}
+    n = min(len(xs) for xs, _ in curves.values())
+    lines = ["\n## Learning curve per sample (`curves.png`; batch reward, mean over repeats)\n",
+             "| samples | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for i in range(n):
+        lines.append(f"| {curves[arms[0]][0][i]} | " + " | ".join(f"{curves[a][1][i]:.3f}" for a in arms) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def results_md(res: dict[str, Any]) -> str:
     lines = ["# sync vs one-step-off-policy (async) rollout, CPU\n", f"Command: `{res['command']}`\n",
              env_markdown(res["env"]) + "\n",
-             "| arm | repeat | steps | step s (mean) | gen s | train s | wait s | staleness | IS weight |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | repeat | steps | step s (mean) | gen s | rollout process cpu s | train s | wait s | staleness | IS weight |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for x in res["runs"]:
         lines.append(f"| {x.get('arm', 'async' if x['async'] else 'sync')} | {x['repeat']} | {x['steps']} | {f(x['step_s_mean'])} | "
-                     f"{f(x['gen_s_mean'])} | {f(x['train_s_mean'])} | {f(x['wait_s_mean'])} | "
+                     f"{f(x['gen_s_mean'])} | {f(x.get('rollout_cpu_s_mean'))} | {f(x['train_s_mean'])} | {f(x['wait_s_mean'])} | "
                      f"{f(x['staleness_mean'])} | {f(x['is_weight_mean'])} |")
     arms = res.get("arms", ["sync", "async"])
     lines.append("\nMean step time: " + ", ".join(f"{a} {res[f'{a}_step_s']:.3f} s" for a in arms) + "; speed-up over sync: "

@@ -57,10 +57,11 @@ class ThroughputSettings(BaseModel):
                             description="Arms to run, stepped in turn (native, native_ref: native with perf.* off, hf, trl).")
     out: str = Field("benchmarks/throughput", description="Where results.json / results.md go.")
     timeout_s: float = Field(1800, gt=0, description="Per-arm wall-clock limit.")
-    mode: Literal["step", "learner"] = Field("step", description=(
+    mode: Literal["step", "learner", "decode"] = Field("step", description=(
         "'step': whole GRPO steps per arm (with the roofline: each stage's time and efficiency); 'learner': one "
         "learner pass per perf.* variant on a synthetic ragged batch of prompts*n rows (throughput_learner.py), "
-        "written to learner.json / learner.md."))
+        "written to learner.json / learner.md; 'decode': the native engine's reference vs lean decode step at batch n "
+        "against the bandwidth/compute roofline, steps rounds (throughput_decode.py), written to decode.json / decode.md."))
     roofline: bool = Field(True, description="mode=step: measure GEMM peak and bandwidth in the same process and report "
                                              "each stage's efficiency (roofline.py).")
     prompt_tokens: list[int] = Field(default_factory=lambda: [16, 48], description=(
@@ -243,6 +244,16 @@ def _child(payload: str) -> None:
     if s.get("mode") == "learner":
         print("RESULT " + json.dumps(_learner_child(s)), flush=True)
         return
+    if s.get("mode") == "decode":
+        from reasonrl.bench.throughput_decode import run_decode
+        from reasonrl.models.loading import load_policy
+        from reasonrl.trainer.loop import resolve_model
+
+        model, tok = load_policy(resolve_model(s["model"], log=lambda *a: None), dtype="float32")
+        got = run_decode(model.eval(), tok, s["n"], s["max_new_tokens"], s["steps"], s["threads"],
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+        print("RESULT " + json.dumps(got), flush=True)
+        return
     out = _run_interleaved(s)
     peaks = None
     if s.get("roofline"):
@@ -331,6 +342,7 @@ def bench_throughput(overrides: list[str]) -> int:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     what = (f"learner variants {', '.join(st.variants)}: 1+{st.steps} rounds" if st.mode == "learner" else
+            f"decode reference vs lean at batch {st.n}: {st.steps} rounds" if st.mode == "decode" else
             f"{', '.join(dict.fromkeys(st.arms))}: {st.warmup}+{st.steps} interleaved steps")
     print(f"[throughput] {what} (load {run.load_before})", flush=True)
     # a fresh process: the thread policy is applied before torch does any work
@@ -343,6 +355,9 @@ def bench_throughput(overrides: list[str]) -> int:
     got = json.loads(line[len("RESULT "):])
     if st.mode == "learner":
         _write_learner(st, s, got, run)
+        return 0
+    if st.mode == "decode":
+        _write_decode(st, s, got, run)
         return 0
     results = [_summarise(a, got["arms"][a], s, got.get("peaks")) for a in dict.fromkeys(st.arms)]
     for r in results:
@@ -437,6 +452,22 @@ def _write_learner(st: ThroughputSettings, s: dict[str, Any], got: dict[str, Any
             lines.append(f"| {v} | {r['median_s']:.3f} | {rel} | {r['tokens_per_s']:.0f} | {eff} | {r['saved_mb']:.1f} | {gap} |")
         lines.append("")
     write_atomic(out / "learner.md", "\n".join(lines) + "\n")
+
+
+def _write_decode(st: ThroughputSettings, s: dict[str, Any], got: dict[str, Any], run: BenchRun) -> None:
+    """Add this decode run under ``st.label`` to ``decode.json`` and re-render ``decode.md``."""
+    from reasonrl.bench.throughput_decode import decode_md
+
+    out = Path(st.out)
+    jp = out / "decode.json"
+    allres = json.loads(jp.read_text()) if jp.exists() else {}
+    allres[st.label] = run.stamp({"settings": s, **got})
+    write_atomic(jp, json.dumps(allres, indent=2) + "\n")
+    write_atomic(out / "decode.md", decode_md(allres))
+    for v, r in got["variants"].items():
+        print(f"[throughput] decode {v}: {r['median_wall_s']:.3f} s wall, {100 * r['bandwidth_roofline_cpu']:.1f} % of "
+              f"the bandwidth roofline (cpu), tokens equal {r['greedy_tokens_equal'] and r['sampled_tokens_equal']}",
+              flush=True)
 
 
 def _provenance(rr: dict[str, Any]) -> list[str]:

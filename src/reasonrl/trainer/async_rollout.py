@@ -258,7 +258,11 @@ def _sampler_main(conn, cfg_data: dict, model: torch.nn.Module, tokenizer, threa
                 rng = torch.Generator()
                 rng.set_state(arg[0])
                 sampler.invalid_groups_total, sampler.groups_total = arg[1]
+                c0 = time.process_time()
                 got = sampler.collect(rng)
+                # CPU seconds this process got for the batch: next to time/gen_s (wall) it says whether the
+                # rollout had a core to itself (cpu ~ wall x threads) or waited for one (shared machine)
+                got.metrics["async/rollout_cpu_s"] = time.process_time() - c0
                 conn.send(("ok", (got, rng.get_state(), (sampler.invalid_groups_total, sampler.groups_total))))
             elif cmd == "state":
                 conn.send(("ok", stage.state_dict() if hasattr(stage, "state_dict") else None))
