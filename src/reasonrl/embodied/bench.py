@@ -27,8 +27,8 @@ import torch
 
 BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (docs/embodied.md, benchmarks/vla/results.md); overrides win
     "env.tasks=[reach]", "env.max_steps=20", "env.chunk_len=2", "env.n_workers=2", "eval.states_per_task=256",
-    "policy.head=gaussian", "policy.min_sigma=0.2", "sft.augment=2", "sft.steps=100",
-    "train.steps=24", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
+    "policy.head=gaussian", "policy.min_sigma=0.2", "policy.learn_sigma=false", "sft.augment=5", "sft.steps=100",
+    "train.steps=32", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
     "train.lr=3e-4",
 ]
 
