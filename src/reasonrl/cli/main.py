@@ -60,7 +60,7 @@ def cmd_demo(args) -> int:
 
     overrides = list(args.overrides) + (["trainer.overwrite=true"] if args.overwrite else [])
     if args.config == "vla":  # `reasonrl demo vla`: the embodied (VLA) demo, docs/embodied.md
-        from reasonrl.embodied.demo import run_vla_demo
+        from reasonrl.demo_vla import run_vla_demo
 
         run_vla_demo(overrides)
         return 0

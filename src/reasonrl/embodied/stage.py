@@ -9,7 +9,6 @@ groups are kept or ``max_rounds`` rounds ran (then it returns what it has and sa
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -144,18 +143,19 @@ def make_vla_stage(cfg, model, tokenizer, scorer) -> VLARolloutStage:
     return VLARolloutStage(model, pool, tokenizer, run_cfg)
 
 
-def build_vla_model(cfg, log=print):
+def build_vla_model(cfg, log=print, warm_start: bool = True):
     """Mode ``vla``'s policy builder (``reasonrl.modes``): a fresh policy (or ``embodied.policy.path``) and
     its action tokenizer, warm-started by behaviour cloning on ``embodied.sft.demos_per_task`` scripted
-    demonstrations per task. A run that will resume from a committed checkpoint skips the behaviour cloning
-    (its checkpoint's weights replace the policy right after; the fresh policy only fixes the architecture)."""
+    demonstrations per task. ``warm_start=False`` (the trainer passes it when the run will resume from a committed
+    checkpoint, whose weights replace the policy right after) skips the behaviour cloning: the fresh policy only
+    fixes the architecture."""
     from reasonrl.embodied import train as T
     from reasonrl.embodied.config import from_trainer_config
 
     run_cfg = from_trainer_config(cfg)
     demos = T.sft_demos(run_cfg, run_cfg.sft.demos_per_task)
     policy, tok = T.build_policy(run_cfg, demos)
-    if _will_resume(cfg):
+    if not warm_start:
         log("vla: resuming from a committed checkpoint; behaviour-cloning warm start skipped")
     elif not run_cfg.policy.path and run_cfg.sft.steps:
         rows = T.demo_rollouts(demos, policy, tok, run_cfg.env.max_steps)
@@ -163,15 +163,3 @@ def build_vla_model(cfg, log=print):
         log(f"vla: behaviour cloning on {len(demos)} demonstration(s), {run_cfg.sft.steps} steps, loss {losses[-1]:.3f}")
     return policy, tok
 
-
-def _will_resume(cfg) -> bool:
-    """Whether the trainer will load a checkpoint (``trainer.resume`` set and one is committed): the same
-    lookup ``lifecycle.try_resume`` makes right after the model is built."""
-    if not getattr(cfg.trainer, "resume", False):
-        return False
-    from reasonrl.trainer.checkpoint import ResumeError, find_resume_point
-
-    try:
-        return find_resume_point(Path(cfg.run_dir) / "checkpoints", required=False) is not None
-    except ResumeError:  # only corrupt checkpoints: try_resume raises its own clear error right after
-        return False

@@ -16,7 +16,7 @@ TINY = ["trainer.prompts_per_step=2", "trainer.mini_batch_prompts=0", "rollout.n
 
 def test_cli_demo_vla_routes_to_the_vla_demo(monkeypatch):
     from reasonrl.cli import main as cli
-    from reasonrl.embodied import demo
+    from reasonrl import demo_vla as demo
 
     seen = []
     monkeypatch.setattr(demo, "run_vla_demo", lambda overrides: seen.append(list(overrides)))
@@ -28,7 +28,7 @@ def test_cli_demo_vla_routes_to_the_vla_demo(monkeypatch):
 def test_vla_demo_reports_before_after_and_strips(tmp_path):
     import yaml
 
-    from reasonrl.embodied.demo import CONFIG, run_vla_demo
+    from reasonrl.demo_vla import CONFIG, run_vla_demo
 
     raw = yaml.safe_load(CONFIG.read_text())  # plain GRPO: a tiny start rarely succeeds, DAPO's filter could keep nothing
     raw["algorithm"] = {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"}

@@ -2,7 +2,8 @@
 ``report.html`` with held-out success before and after plus the episode strips (PNG + GIF) of both policies.
 
 Small, fast defaults (``DEMO_OVERRIDES``, a few minutes on two CPU cores) on top of ``configs/vla_fetch.yaml``;
-any ``section.field=value`` given on the command line wins. The full measurement (3 seeds, imitation controls,
+any ``section.field=value`` given on the command line wins. A top-level module (not in ``reasonrl.embodied``):
+it drives the trainer, and the trainer's config already imports the embodied package. The full measurement (3 seeds, imitation controls,
 intervals) is ``reasonrl bench vla`` (``benchmarks/vla/``).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "vla_fetch.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "vla_fetch.yaml"
 DEMO_OVERRIDES = [
     "run.name=vla_demo", "trainer.steps=8", "trainer.save_every=0", "trainer.eval_every=0",
     "embodied.eval.states_per_task=64", "embodied.eval.strip_episodes=4",
