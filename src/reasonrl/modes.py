@@ -29,7 +29,7 @@ _LAZY: dict[str, str] = {
     "drive": "reasonrl.driving.train:make_drive_stage",
 }
 # Modes whose policy is not a causal LM loaded from model.path build it themselves:
-# ``builder(cfg, log) -> (model, tokenizer)`` (the trainer's ``load_model`` asks here first).
+# ``builder(cfg, log, warm_start) -> (model, tokenizer)`` (the trainer's ``load_model`` asks here first).
 _MODEL_BUILDERS: dict[str, Callable[..., Any]] = {}
 _MODEL_LAZY: dict[str, str] = {"vla": "reasonrl.embodied.stage:build_vla_model"}
 
@@ -42,8 +42,9 @@ def register_mode(name: str, factory: Callable[..., Any]) -> None:
 
 
 def register_model_builder(name: str, builder: Callable[..., Any]) -> None:
-    """Mode ``name`` builds its own policy: ``builder(cfg, log) -> (model, tokenizer)`` replaces loading
-    ``model.path`` (checkpoints and resume still go through the trainer as for any HF model)."""
+    """Mode ``name`` builds its own policy: ``builder(cfg, log, warm_start) -> (model, tokenizer)`` replaces loading
+    ``model.path`` (checkpoints and resume still go through the trainer as for any HF model; ``warm_start=False``
+    when a committed checkpoint will replace the weights, so an expensive initialisation can be skipped)."""
     _MODEL_BUILDERS[name] = builder
 
 

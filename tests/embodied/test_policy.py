@@ -73,3 +73,19 @@ def test_gaussian_head_is_a_discretised_gaussian_over_the_bins(tmp_path):
     from reasonrl.embodied.policy import VLAPolicy
 
     assert VLAPolicy.from_pretrained(tmp_path).config.head == "gaussian"
+
+
+def test_gaussian_head_with_a_fixed_width_reads_a_mean_only(tmp_path):
+    policy, _ = tiny_policy(chunk_len=1, head="gaussian", min_sigma=0.3, learn_sigma=False)
+    assert policy.head.out_features == 1  # no width output: nothing for the learner to widen
+    with torch.no_grad():
+        policy.head.weight.zero_()
+        policy.head.bias.fill_(0.5)
+    c = torch.linspace(-1, 1, policy.config.n_bins)
+    mu = 1.05 * torch.tanh(torch.tensor(0.5))
+    logits = policy.logits(torch.zeros(1, 4, policy.config.d_model))
+    assert torch.allclose(logits[0, 0], -0.5 * ((c - mu) / 0.3) ** 2)
+    policy.save_pretrained(tmp_path)
+    from reasonrl.embodied.policy import VLAPolicy
+
+    assert VLAPolicy.from_pretrained(tmp_path).config.learn_sigma is False

@@ -18,24 +18,21 @@ TINY = ["trainer.prompts_per_step=2", "trainer.mini_batch_prompts=0", "rollout.n
         "trainer.epochs=1", "embodied.eval.strip_episodes=2", "embodied.eval.strip_size=32"]
 
 
-def _cfg(tmp_path, name: str, steps: int, resume: bool = False):
+def _cfg(tmp_path, name: str, steps: int, resume: bool = False, extra: tuple = ()):
     raw = yaml.safe_load(open("configs/vla_fetch.yaml"))
     raw["algorithm"] = {"name": "grpo", "clip_low": 0.2, "clip_high": 0.28, "loss_agg": "token-mean"}  # no filter:
     path = tmp_path / "vla.yaml"  # a tiny start rarely succeeds, so DAPO's filter could keep nothing
     path.write_text(yaml.safe_dump(raw))
     return load_config(path, TINY + [f"run.out_dir={tmp_path}", f"run.name={name}", f"trainer.steps={steps}",
-                                     f"trainer.resume={str(resume).lower()}"])
+                                     f"trainer.resume={str(resume).lower()}", *extra])
 
 
-def _run(cfg):
+def _run(cfg, log=lambda *_: None):
     from reasonrl.report import build_report
     from reasonrl.trainer.loop import Trainer
 
-    tr = Trainer(cfg, log=lambda *_: None)
-    try:
-        summary = tr.run()
-    finally:
-        tr.stage.close()
+    tr = Trainer(cfg, log=log)
+    summary = tr.run()  # closes the stage (its env workers) itself
     report = build_report(cfg.run_dir, summary).read_text()
     assert 'src="episodes/before.png"' in report and 'src="episodes/after.png"' in report
     return tr, summary
@@ -57,8 +54,39 @@ def test_vla_trains_through_the_trainer_and_resumes_bit_identically(tmp_path):
         assert (tmp_path / "ref" / "episodes" / f"{name}.gif").exists()
 
     _run(_cfg(tmp_path, "cut", 2))  # killed after step 2, then resumed to step 3
-    resumed, _ = _run(_cfg(tmp_path, "cut", 3, resume=True))
+    lines = []
+    resumed, _ = _run(_cfg(tmp_path, "cut", 3, resume=True), log=lines.append)
+    assert not any("behaviour cloning on" in x for x in lines)  # the checkpoint replaces the warm start
     a, b = ref.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "actor/loss" in r or "reward/accuracy" in r] == [1, 2, 3]
+
+
+def test_resumed_run_skips_the_warm_start_and_a_fresh_one_does_not(tmp_path, monkeypatch):
+    from reasonrl.embodied import train as T
+    from reasonrl.trainer.loop import Trainer
+
+    calls = []
+    real = T.sft
+    monkeypatch.setattr(T, "sft", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _run(_cfg(tmp_path, "r", 1))
+    assert len(calls) == 1
+    Trainer(_cfg(tmp_path, "r", 2, resume=True), log=lambda *_: None).stage.close()
+    assert len(calls) == 1  # a committed checkpoint exists: no second behaviour cloning
+    Trainer(_cfg(tmp_path, "other", 2, resume=True), log=lambda *_: None).stage.close()
+    assert len(calls) == 2  # resume asked but nothing committed yet ): the warm start runs
+
+
+def test_env_workers_stop_when_the_run_ends(tmp_path):
+    from reasonrl.trainer.loop import Trainer
+
+    cfg = _cfg(tmp_path, "w", 1, extra=("trainer.save_every=0", "embodied.env.n_workers=1",
+                                        "embodied.eval.strip_episodes=0"))
+    tr = Trainer(cfg, log=lambda *_: None)
+    procs = list(tr.stage.pool._procs)
+    assert procs and all(p.is_alive() for p in procs)
+    tr.run()
+    assert not any(p.is_alive() for p in procs) and tr.stage.pool.live_workers == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        tr.stage.evaluate(tr.model)

@@ -8,9 +8,9 @@ from reasonrl.embodied.envs import EnvPool
 
 @pytest.mark.slow
 def test_grpo_raises_held_out_reach_success_from_the_one_demo_start():
-    """Fixed seed, the bench's settings (seed 0 of `reasonrl bench vla`, ~10 min on 2 loaded cores): one
-    demonstration + 2 symmetry copies -> a weak BC start; GRPO must lift greedy success on the 256 held-out
-    initial states by 8 points (measured: 0.195 -> 0.324; the paired noise of 256 episodes is ~ +-0.04)."""
+    """Fixed seed, the bench's settings (seed 0 of `reasonrl bench vla`, ~4 min on 2 loaded cores): one
+    demonstration + 5 symmetry copies -> a BC start below 60 %; GRPO must lift greedy success on the 256 held-out
+    initial states by 30 points (measured: 0.469 -> 0.988; the paired noise of 256 episodes is ~ +-0.04)."""
     from reasonrl.embodied.bench import BENCH_DEFAULTS
 
     cfg = load_vla_config(None, BENCH_DEFAULTS + ["train.seed=0"])
@@ -23,5 +23,5 @@ def test_grpo_raises_held_out_reach_success_from_the_one_demo_start():
         before, _ = T.evaluate(policy, pool, tok, inits)
         T.rl_loop(policy, tok, pool, cfg, torch.Generator().manual_seed(0), log=lambda *_: None)
         after, _ = T.evaluate(policy, pool, tok, inits)
-    assert before["reach"] < 0.3, before  # the start really is weak
-    assert after["reach"] >= before["reach"] + 0.08, (before, after)
+    assert before["reach"] < 0.6, before  # the start really is weak
+    assert after["reach"] >= before["reach"] + 0.3, (before, after)

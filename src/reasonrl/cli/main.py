@@ -59,6 +59,11 @@ def cmd_demo(args) -> int:
     from reasonrl.demo import run_demo
 
     overrides = list(args.overrides) + (["trainer.overwrite=true"] if args.overwrite else [])
+    if args.config == "vla":  # `reasonrl demo vla`: the embodied (VLA) demo, docs/embodied.md
+        from reasonrl.demo_vla import run_vla_demo
+
+        run_vla_demo(overrides)
+        return 0
     run_demo(args.config, overrides, skip_control=args.skip_control)
     return 0
 
@@ -164,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, help="model directory (overrides model.path)")
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("demo", help="build/reuse the tiny model, evaluate, RL, evaluate, compare with an SFT control, report")
+    d = sub.add_parser("demo", help="build/reuse the tiny model, evaluate, RL, evaluate, compare with an SFT control, report "
+                                    "(`reasonrl demo vla`: one-demo VLA policy on FetchReach, GRPO, episode strips)")
     with_config(d)
     d.add_argument("--skip-control", action="store_true", help="skip the equal-wall-clock SFT control arm")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in the run directory")

@@ -7,7 +7,9 @@ Arms, all scored greedy on the same fixed held-out initial states (``eval.states
 - ``control``: ``start`` + as many more behaviour-cloning updates on the same demonstrations as GRPO
   made optimizer updates (the equal-budget imitation control: imitation has no use for env steps);
 - ``bc10`` (``bench.reference=true``): behaviour cloning on ten demonstrations per task (+ the same number of
-  copies each), ``sft.steps`` + the same updates: the stronger imitation reference.
+  copies each), ``sft.steps`` + the same updates: the stronger imitation reference;
+- ``bc10_grpo`` (``bench.reference=true bench.ten_demo_steps=K``): ``bc10`` + K GRPO steps (the ten-demo
+  start + RL arm).
 Writes ``results.json`` and ``results.md`` (with intervals, env steps/s, the env/policy/learner time
 split and the load average) to ``bench.out``.
 """
@@ -25,8 +27,8 @@ import torch
 
 BENCH_DEFAULTS = [  # FetchReach first, CPU-sized (docs/embodied.md, benchmarks/vla/results.md); overrides win
     "env.tasks=[reach]", "env.max_steps=20", "env.chunk_len=2", "env.n_workers=2", "eval.states_per_task=256",
-    "policy.head=gaussian", "policy.min_sigma=0.2", "sft.augment=2", "sft.steps=100",
-    "train.steps=24", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
+    "policy.head=gaussian", "policy.min_sigma=0.2", "policy.learn_sigma=false", "sft.augment=5", "sft.steps=100",
+    "train.steps=32", "rollout.groups_per_step=16", "rollout.max_rounds=2", "train.epochs=4", "train.mini_batches=2",
     "train.lr=3e-4",
 ]
 
@@ -44,7 +46,7 @@ def _arm(success: torch.Tensor, inits) -> dict:
         t: float(success[torch.tensor([x == t for x, _ in inits])].float().mean()) for t in dict.fromkeys(x for x, _ in inits)}}
 
 
-def run_seed(cfg, seed: int, reference: bool, log=print, strips: Path | None = None) -> dict:
+def run_seed(cfg, seed: int, reference: bool, log=print, strips: Path | None = None, ten_demo_steps: int = 0) -> dict:
     from reasonrl.embodied import train as T
     from reasonrl.embodied.envs import EnvPool
     from reasonrl.eval.metrics import paired_comparison
@@ -101,6 +103,17 @@ def run_seed(cfg, seed: int, reference: bool, log=print, strips: Path | None = N
             _, tr = T.evaluate(ref, pool, tok, inits)
             ev["bc10"] = tr.success
             log(f"seed {seed}: 10-demo BC success {float(tr.success.float().mean()):.3f}")
+            if ten_demo_steps:  # the ten-demo start + GRPO arm (the paper's full-data row, scaled down)
+                cfg10 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": ten_demo_steps})})
+                t0 = time.perf_counter()
+                h10 = T.rl_loop(ref, tok, pool, cfg10, torch.Generator().manual_seed(seed + 1), log)
+                out["bc10_grpo"] = {"steps": ten_demo_steps, "wall_s": time.perf_counter() - t0,
+                                    "updates": int(sum(h["train/updates"] for h in h10)),
+                                    "env_steps": int(sum(h["env/steps"] for h in h10)),
+                                    "kept_groups_by_step": [h["batch/kept_groups"] for h in h10]}
+                _, tr = T.evaluate(ref, pool, tok, inits)
+                ev["bc10_grpo"] = tr.success
+                log(f"seed {seed}: 10-demo BC + GRPO success {float(tr.success.float().mean()):.3f}")
     out["arms"] = {k: _arm(v, inits) for k, v in ev.items()}
     out["paired"] = {**paired_comparison(ev["start"].tolist(), ev["grpo"].tolist(), "grpo_vs_start"),
                      **paired_comparison(ev["control"].tolist(), ev["grpo"].tolist(), "grpo_vs_control")}
@@ -124,7 +137,7 @@ def _markdown(res: dict) -> str:
              "Settings: " + ", ".join(f"{k}" for k in res.get("defaults", [])) + ".", "",
              "Arms: start = BC on 1 demo (+ its symmetry copies); grpo = start + GRPO; control = start + as many "
              "more BC updates on the same data as GRPO made; bc10 = BC on 10 demos (+ copies), same total updates "
-             "(reference).", "",
+             "(reference); bc10_grpo = bc10 + GRPO (bench.ten_demo_steps steps).", "",
              "Held-out greedy success on fixed initial states (Wilson 95% interval):", "",
              "| seed | " + " | ".join(arms) + " | GRPO - start | GRPO - control | updates | env steps | env steps/s | env / policy / learner s |",
              "|---" * (len(arms) + 7) + "|"]
@@ -157,9 +170,10 @@ def run(overrides: list[str]) -> int:
     from reasonrl.threads import apply_thread_policy
 
     bench = {k.split("=", 1)[0][6:]: k.split("=", 1)[1] for k in overrides if k.startswith("bench.")}
-    unknown = set(bench) - {"seeds", "reference", "out", "config"}
+    unknown = set(bench) - {"seeds", "reference", "out", "config", "ten_demo_steps"}
     if unknown:
-        raise SystemExit(f"unknown bench option(s) {sorted(unknown)}; valid: bench.seeds, bench.reference, bench.out, bench.config")
+        raise SystemExit(f"unknown bench option(s) {sorted(unknown)}; valid: bench.seeds, bench.reference, bench.out, "
+                         "bench.config, bench.ten_demo_steps")
     rest = [o for o in overrides if not o.startswith("bench.")]
     cfg = load_vla_config(bench.get("config"), BENCH_DEFAULTS + rest)
     seeds = [int(x) for x in bench.get("seeds", "0").split(",")]
@@ -170,7 +184,8 @@ def run(overrides: list[str]) -> int:
            "loadavg_before": open("/proc/loadavg").read().split()[:3], "seeds": []}
     for seed in seeds:
         res["seeds"].append(run_seed(cfg, seed, bench.get("reference", "false").lower() == "true",
-                                     strips=out / "episodes" if seed == seeds[0] else None))
+                                     strips=out / "episodes" if seed == seeds[0] else None,
+                                     ten_demo_steps=int(bench.get("ten_demo_steps", 0))))
         res["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
         res["mean"] = {k: sum(s["arms"][k]["success"] for s in res["seeds"]) / len(res["seeds"])
                        for k in res["seeds"][0]["arms"]}

@@ -43,6 +43,9 @@ class PolicySection(_S):
         "Action-token head: 'bins' = a free logit per bin (OpenVLA); 'gaussian' = a discretised Gaussian over the "
         "same bins (mean and width per token), so credit for one bin also reaches its neighbours."))
     min_sigma: float = Field(0.05, gt=0, description="Gaussian head: smallest width, in normalised action units [-1, 1].")
+    learn_sigma: bool = Field(True, description=(
+        "Gaussian head: learn the width per token (True) or fix it at min_sigma (False). With a learned width, "
+        "GRPO's cheapest way to raise sampled success is to widen it, which the greedy policy never sees."))
     vision_encoder: str | None = Field(None, description="Path of a transformers vision model (None = small CNN).")
     path: str | None = Field(None, description="Start from this saved policy instead of a fresh one.")
 

@@ -213,6 +213,9 @@ class EnvPool:
         if self._local is not None:
             fn = self._local.reset if cmd == "reset" else self._local.step
             return fn(parts[0], *extra)
+        if not self._conns:
+            raise RuntimeError("this EnvPool is closed (its run ended and its worker processes exited); "
+                               "build a new pool or stage to step environments again")
         busy = [(c, p) for c, p in zip(self._conns, parts) if p]
         for c, p in busy:
             c.send((cmd, p if cmd == "reset" else (p, *extra)))
@@ -228,7 +231,13 @@ class EnvPool:
     def step(self, chunks: dict[int, np.ndarray], record: bool = False) -> dict[int, ChunkResult]:
         return self._call("step", self._scatter(chunks), (record,))
 
+    @property
+    def live_workers(self) -> int:
+        """Worker processes still running (0 after ``close``)."""
+        return sum(p.is_alive() for p in self._procs)
+
     def close(self) -> None:
+        """Stop the workers (idempotent; the trainer calls it through the stage when a run ends)."""
         if self._local is not None:
             self._local.close()
         for c in self._conns:

@@ -32,7 +32,8 @@ class VLAConfig(PretrainedConfig):
                  n_bins: int = 256, image_size: int = 0, vision_encoder: str | None = None, d_model: int = 64,
                  n_layer: int = 2, n_head: int = 4, state_mean: list[float] | None = None,
                  state_std: list[float] | None = None, action_low: list[float] | None = None,
-                 action_high: list[float] | None = None, head: str = "bins", min_sigma: float = 0.05, **kw):
+                 action_high: list[float] | None = None, head: str = "bins", min_sigma: float = 0.05,
+                 learn_sigma: bool = True, **kw):
         self.words = list(words or [])  # instruction vocabulary; ids 0 = pad, 1 = unknown word
         self.state_dim, self.action_dim, self.chunk_len, self.n_bins = state_dim, action_dim, chunk_len, n_bins
         self.image_size = image_size  # 0 = no camera input
@@ -47,6 +48,7 @@ class VLAConfig(PretrainedConfig):
             raise ValueError(f"head must be 'bins' or 'gaussian', got {head!r}")
         self.head = head  # "bins": free logit per bin (OpenVLA); "gaussian": discretised Gaussian over the bins
         self.min_sigma = min_sigma  # gaussian head: smallest standard deviation, in normalised action units
+        self.learn_sigma = learn_sigma  # gaussian head: False = width fixed at min_sigma (the head reads a mean only)
         super().__init__(**kw)
 
     @property
@@ -102,7 +104,7 @@ class VLAPolicy(PreTrainedModel):
         self.backbone = GPT2Model(GPT2Config(n_embd=d, n_layer=config.n_layer, n_head=config.n_head, n_positions=128,
                                              vocab_size=1, bos_token_id=None, eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
         gaussian = getattr(config, "head", "bins") == "gaussian"
-        self.head = nn.Linear(d, 2 if gaussian else config.n_bins)
+        self.head = nn.Linear(d, (2 if getattr(config, "learn_sigma", True) else 1) if gaussian else config.n_bins)
         self.register_buffer("bin_values", torch.linspace(-1.0, 1.0, config.n_bins), persistent=False)
         self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32))
@@ -159,6 +161,8 @@ class VLAPolicy(PreTrainedModel):
         if getattr(self.config, "head", "bins") != "gaussian":
             return out
         mu = torch.tanh(out[..., :1].float()) * 1.05
+        if not getattr(self.config, "learn_sigma", True):  # exploration width = min_sigma x sqrt(temperature)
+            return -0.5 * ((self.bin_values - mu) / self.config.min_sigma) ** 2
         sigma = nn.functional.softplus(out[..., 1:].float() + 0.5) * 0.5 + self.config.min_sigma
         return -0.5 * ((self.bin_values - mu) / sigma) ** 2
 

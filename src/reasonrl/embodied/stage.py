@@ -143,19 +143,23 @@ def make_vla_stage(cfg, model, tokenizer, scorer) -> VLARolloutStage:
     return VLARolloutStage(model, pool, tokenizer, run_cfg)
 
 
-def build_vla_model(cfg, log=print):
+def build_vla_model(cfg, log=print, warm_start: bool = True):
     """Mode ``vla``'s policy builder (``reasonrl.modes``): a fresh policy (or ``embodied.policy.path``) and
     its action tokenizer, warm-started by behaviour cloning on ``embodied.sft.demos_per_task`` scripted
-    demonstrations per task. Deterministic given the config, so a resumed run rebuilds the same start
-    before its checkpoint's weights replace it."""
+    demonstrations per task. ``warm_start=False`` (the trainer passes it when the run will resume from a committed
+    checkpoint, whose weights replace the policy right after) skips the behaviour cloning: the fresh policy only
+    fixes the architecture."""
     from reasonrl.embodied import train as T
     from reasonrl.embodied.config import from_trainer_config
 
     run_cfg = from_trainer_config(cfg)
     demos = T.sft_demos(run_cfg, run_cfg.sft.demos_per_task)
     policy, tok = T.build_policy(run_cfg, demos)
-    if not run_cfg.policy.path and run_cfg.sft.steps:
+    if not warm_start:
+        log("vla: resuming from a committed checkpoint; behaviour-cloning warm start skipped")
+    elif not run_cfg.policy.path and run_cfg.sft.steps:
         rows = T.demo_rollouts(demos, policy, tok, run_cfg.env.max_steps)
         losses = T.sft(policy, rows, run_cfg.sft.steps, T.make_optimizer(policy, run_cfg.sft.lr, run_cfg), run_cfg)
         log(f"vla: behaviour cloning on {len(demos)} demonstration(s), {run_cfg.sft.steps} steps, loss {losses[-1]:.3f}")
     return policy, tok
+

@@ -57,7 +57,8 @@ def build_policy(cfg: VLARunConfig, demos: list[Demo] | None = None) -> tuple[VL
     vc = VLAConfig(words=words, state_dim=STATE_DIM, action_dim=ACTION_DIM, chunk_len=cfg.env.chunk_len,
                    n_bins=p.n_bins, image_size=cfg.env.image_size, vision_encoder=p.vision_encoder, d_model=p.d_model,
                    n_layer=p.n_layer, n_head=p.n_head, state_mean=mean, state_std=std,
-                   action_low=tok.low.tolist(), action_high=tok.high.tolist(), head=p.head, min_sigma=p.min_sigma)
+                   action_low=tok.low.tolist(), action_high=tok.high.tolist(), head=p.head, min_sigma=p.min_sigma,
+                   learn_sigma=p.learn_sigma)
     return VLAPolicy(vc), tok
 
 

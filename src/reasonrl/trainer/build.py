@@ -58,11 +58,24 @@ def load_model(cfg: Config, log=print) -> tuple[torch.nn.Module, Any, Path]:
 
     builder = model_builder(cfg)
     if builder is not None:  # a mode whose policy is not a causal LM (vla) builds it
-        model, tok = builder(cfg, log)
+        model, tok = builder(cfg, log, warm_start=not _will_resume(cfg))
         return model, tok, None
     model_dir = resolve_model(cfg.model.path, log)
     model, tok = load_policy(model_dir, dtype=cfg.model.dtype)
     return model, tok, model_dir
+
+
+def _will_resume(cfg: Config) -> bool:
+    """Whether ``lifecycle.try_resume`` will load a committed checkpoint right after the model is built (then a
+    mode's builder can skip its warm start); corrupt-only checkpoints raise there, with their own message."""
+    from reasonrl.trainer.checkpoint import ResumeError, find_resume_point
+
+    if not cfg.trainer.resume:
+        return False
+    try:
+        return find_resume_point(Path(cfg.run_dir) / "checkpoints", required=False) is not None
+    except ResumeError:
+        return False
 
 
 def build_learner(cfg: Config, *, log=print, model: torch.nn.Module | None = None,

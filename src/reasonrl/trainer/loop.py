@@ -70,6 +70,8 @@ class Trainer:
                 return self._run()
         finally:
             self.scale.close()  # stops the rollout thread, the watchdog and Ray (if any were started)
+            if hasattr(self.stage, "close"):  # a stage holding processes (vla: env workers) ends with its run
+                self.stage.close()
 
     def _run(self) -> dict[str, Any]:
         c = self.cfg
