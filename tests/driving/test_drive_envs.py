@@ -23,6 +23,9 @@ def test_ego_frame_and_controller():
     assert acc > 0 and steer == pytest.approx(0.0)
     _, steer = E.waypoint_action(straight + np.array([0.0, 2.0]), speed=20.0)
     assert steer > 0  # waypoints to the right (+y) -> steer right
+    creep = np.array([[0.3 * (k + 1), 0.0] for k in range(E.HORIZON)]) + np.array([0.0, 0.3])
+    _, steer = E.waypoint_action(creep, speed=0.5)  # 0.3 m sideways at 0.6 m: the look-ahead floor keeps it gentle
+    assert 0 < steer < math.atan(2 * E.WHEELBASE * 0.3 / E.LOOKAHEAD_MIN ** 2) / E.STEER_MAX + 1e-6 < 0.2
 
 
 def test_view_and_skill_labels():

@@ -177,6 +177,13 @@ def _markdown(doc: dict) -> str:
                 lines.append(f"- {a} / {f}: views " + ", ".join(f"{n} {u:.2f}" for n, u in zip(VIEWS, pf[f]["view_usage"]))
                              + ("; experts " + ", ".join(f"{n} {u:.2f}" for n, u in zip(SKILLS, pf[f]["expert_usage"]))
                                 if "expert_usage" in pf[f] else ""))
+    ev0 = [s0["arms"][a]["eval"] for a in arms]
+    n_ep = sum(sum(f["n"] for f in e["per_family"].values()) for e in ev0)
+    env_s = sum(e["timing"]["env_wall_s"] for e in ev0)
+    pol_s = sum(e["timing"]["policy_s"] for e in ev0)
+    lines += ["", f"Closed-loop evaluation cost (seed {s0['seed']}, all arms): {(env_s + pol_s) / max(1, n_ep):.2f} s per "
+              f"episode ({env_s / max(1, n_ep):.2f} s simulator + rendering, {pol_s / max(1, n_ep):.2f} s policy), "
+              f"{sum(e['env_steps'] for e in ev0) / max(1, n_ep):.1f} policy calls per episode."]
     enc = next((s0["arms"][a]["encoder"] for a in arms if "encoder" in s0["arms"][a]), None)
     if enc:
         lines += ["", f"Vision compute at inference: {enc['argmax']['images_per_call']:.0f} images encoded per call "
