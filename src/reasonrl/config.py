@@ -404,6 +404,16 @@ class Config(_Section):
 
         return validate_embodied(v)
 
+    driving: dict[str, Any] | None = Field(None, description=(
+        "Driving (DriveMoE) settings for rollout.mode=drive: env, policy, imitation, eval, noise (docs/drivemoe.md)."))
+
+    @field_validator("driving")
+    @classmethod
+    def _driving(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from reasonrl.driving.config import validate_driving
+
+        return validate_driving(v)
+
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "Config":
         t = self.trainer

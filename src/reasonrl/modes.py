@@ -26,12 +26,13 @@ _LAZY: dict[str, str] = {
     "ttrl": "reasonrl.modes:ttrl_mode",
     "ssrl": "reasonrl.modes:ssrl_mode",
     "vla": "reasonrl.embodied.stage:make_vla_stage",
-    "drive": "reasonrl.driving.train:make_drive_stage",
+    "drive": "reasonrl.driving.mode:make_drive_stage",
 }
 # Modes whose policy is not a causal LM loaded from model.path build it themselves:
 # ``builder(cfg, log, warm_start) -> (model, tokenizer)`` (the trainer's ``load_model`` asks here first).
 _MODEL_BUILDERS: dict[str, Callable[..., Any]] = {}
-_MODEL_LAZY: dict[str, str] = {"vla": "reasonrl.embodied.stage:build_vla_model"}
+_MODEL_LAZY: dict[str, str] = {"vla": "reasonrl.embodied.stage:build_vla_model",
+                               "drive": "reasonrl.driving.mode:build_drive_model"}
 
 
 def register_mode(name: str, factory: Callable[..., Any]) -> None:

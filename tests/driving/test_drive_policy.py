@@ -125,3 +125,18 @@ def test_skill_routing_is_one_decision_per_call_across_euler_steps():
     p.act(views, state, noise=0.1, generator=torch.Generator().manual_seed(0))
     assert len(seen) == p.config.flow_steps
     assert all(torch.equal(s, seen[0]) for s in seen)
+
+
+def test_camera_router_reads_the_state_token():
+    """The view label looks 40 m out, the centre window +-20 m: the router also sees the state token (ego and
+    neighbour kinematics), so changing only a neighbour's position changes its logits."""
+    torch.manual_seed(0)
+    p = DrivePolicy(DriveConfig(variant="vision_moe", state_dim=26))
+    views, _, *_ = _batch(2)
+    state = torch.zeros(2, 26)
+    moved = state.clone()
+    moved[:, 6:11] = torch.tensor([1.0, 0.6, 0.0, 0.0, 0.0])  # a vehicle 30 m ahead
+    with torch.no_grad():
+        a = p.context(views, state, "argmax")[1].logits
+        b = p.context(views, moved, "argmax")[1].logits
+    assert not torch.allclose(a, b)

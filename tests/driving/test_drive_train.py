@@ -27,7 +27,9 @@ def test_config_refuses_bad_input():
 def test_drive_mode_is_registered():
     from reasonrl.modes import get_mode
 
-    assert get_mode("drive") is T.make_drive_stage
+    from reasonrl.driving.mode import make_drive_stage
+
+    assert get_mode("drive") is make_drive_stage
 
 
 def test_rollout_rows_recompute_their_logprobs_and_grpo_moves_the_policy():
@@ -74,8 +76,37 @@ def test_mode_factory_builds_a_stage_from_a_plain_dict():
     cfg = _cfg()
     torch.manual_seed(0)
     policy = T.build_policy(cfg)
-    stage = T.make_drive_stage({"driving": cfg.model_dump()}["driving"], policy)
+    from reasonrl.driving.mode import make_drive_stage
+
+    stage = make_drive_stage({"driving": cfg.model_dump()}["driving"], policy)
     try:
-        assert isinstance(stage, T.DriveRolloutStage) and stage.cfg.env.duration == 2
+        assert isinstance(stage.inner, T.DriveRolloutStage) and stage.cfg.env.duration == 2
     finally:
-        stage.pool.close()
+        stage.close()
+
+
+def test_router_report_counts_per_class():
+    pred = torch.tensor([0, 0, 0, 1, 0, 2])
+    lab = torch.tensor([0, 0, 1, 1, 0, 0])
+    r = T.router_report(pred, lab, 4)
+    assert r["acc"] == pytest.approx(4 / 6) and r["majority_rate"] == pytest.approx(4 / 6)
+    assert r["per_class_recall"] == [0.75, 0.5, None, None] and r["balanced_acc"] == pytest.approx(0.625)
+    assert r["confusion"][0] == [3, 0, 1, 0] and r["confusion"][1] == [1, 1, 0, 0] and r["support"] == [4, 2, 0, 0]
+
+
+def test_dagger_relabels_the_policys_own_states_and_grows_the_data():
+    cfg = _cfg("env.families=[highway]", "imitation.stage1_steps=2", "imitation.stage2_steps=1",
+               "imitation.dagger_rounds=1", "imitation.dagger_seeds_per_family=2", "imitation.dagger_steps=1")
+    data = T.gather_demos(cfg.env.families, 1, cfg.env.duration, log=lambda m: None)
+    torch.manual_seed(0)
+    policy = T.build_policy(cfg, data)
+    with DrivePool(0, cfg.env.duration) as pool:
+        new = T.dagger_data(policy, pool, T.dagger_inits(cfg, 0), torch.Generator().manual_seed(1))
+        ep = T.run_episodes(policy, pool, T.dagger_inits(cfg, 0), relabel=True, generator=torch.Generator().manual_seed(1))
+        hist = T.imitation(policy, data, cfg, log=lambda m: None, pool=pool)
+    assert len(new) == int((ep.n_calls - 1).sum()) > 0  # every visited state but each episode's first
+    assert torch.allclose(new.waypoints, ep.expert_wp[:, 1:][(ep.expert_skill[:, 1:] >= 0)])
+    assert new.waypoints.abs().sum() > 0 and (new.skill_labels >= 0).all()
+    assert T.dagger_inits(cfg, 0) != T.dagger_inits(cfg, 1)
+    grown = [h["samples"] for h in hist]  # stage 1 on the demos; the DAgger round's step and stage 2 on more
+    assert grown[:2] == [len(data)] * 2 and grown[2] == grown[3] > len(data)

@@ -105,6 +105,9 @@ def test_focal_loss_hand_computed():
     alpha = class_weights([10, 30, 60])  # 1/c normalised: (6, 2, 1) / 9
     assert alpha.tolist() == pytest.approx([6 / 9, 2 / 9, 1 / 9])
     assert focal_loss(logits, target, alpha=alpha).item() == pytest.approx((6 / 9 * l0 + 2 / 9 * l1) / 2, rel=1e-5)
+    # tempered: count^-0.5 -> (1, 1/2, 1/4) / 1.75; power 0: uniform
+    assert class_weights([1, 4, 16], power=0.5).tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert class_weights([1, 4, 16], power=0).tolist() == pytest.approx([1 / 3] * 3)
     # gamma = 0 is cross-entropy
     assert focal_loss(logits, target, gamma=0).item() == pytest.approx(
         torch.nn.functional.cross_entropy(logits, target).item(), rel=1e-6)

@@ -52,7 +52,7 @@ def run_seed(cfg, seed: int, variants: list[str], rl: bool, log=print) -> dict:
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
     t0 = time.perf_counter()
     data = T.gather_demos(cfg.env.families, cfg.imitation.demos_per_family, cfg.env.duration, offset=seed, log=log)
-    held = T.gather_demos(cfg.env.families, 3, cfg.env.duration, offset=90 + seed, log=log)
+    held = T.gather_demos(cfg.env.families, 8, cfg.env.duration, offset=90 + seed, log=log)
     out: dict = {"seed": seed, "demo_samples": len(data), "demo_s": time.perf_counter() - t0,
                  "view_label_counts": torch.bincount(data.view_labels, minlength=4).tolist(),
                  "skill_label_counts": torch.bincount(data.skill_labels, minlength=5).tolist(), "arms": {}}
@@ -62,8 +62,9 @@ def run_seed(cfg, seed: int, variants: list[str], rl: bool, log=print) -> dict:
             vcfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"variant": variant})})
             policy = T.build_policy(vcfg, data)
             t1 = time.perf_counter()
-            hist = T.imitation(policy, data, vcfg, log=lambda m: None)
+            hist = T.imitation(policy, data, vcfg, log=lambda m: None, pool=pool)
             arm: dict = {"params": sum(p.numel() for p in policy.parameters()), "imitation_s": time.perf_counter() - t1,
+                         "imitation_samples": hist[-1]["samples"] if hist else len(data),
                          "fm_last": float(np.mean([h["fm"] for h in hist[-20:]])), **T.open_loop_metrics(policy, held)}
             if variant != "dense":
                 arm["encoder"] = T.encoder_savings(policy)
@@ -96,6 +97,16 @@ def summarise(res: dict) -> dict:
         vecs = [s["arms"][a]["eval"]["success_vec"] for s in res["seeds"] if a in s["arms"]]
         k, n = sum(map(sum, vecs)), sum(map(len, vecs))
         d["success_pooled_wilson95"] = _wilson(k, n)
+        for r in ("view_router", "skill_router"):
+            reps = [s["arms"][a][r] for s in res["seeds"] if r in s["arms"].get(a, {})]
+            if reps:
+                for key in ("acc", "majority_rate", "balanced_acc"):
+                    m, hw = mean_t_ci([x[key] for x in reps])
+                    d[f"{r}_{key}"] = [round(m, 4), round(hw, 4) if hw == hw else None]
+        fams = res["seeds"][0]["arms"][a]["eval"]["per_family"]
+        d["per_family"] = {f: {key: round(float(np.mean([s["arms"][a]["eval"]["per_family"][f][key] for s in res["seeds"]
+                                                          if a in s["arms"]])), 4)
+                               for key in ("success", "collision", "progress")} for f in fams}
         summ[a] = d
     return summ
 
@@ -118,14 +129,34 @@ def _markdown(doc: dict) -> str:
         lines += ["", "Expert driver (IDM/MOBIL + give-way) on the same held-out seeds: " + "; ".join(
             f"{k} success {v['success']:.2f}, collision {v['collision']:.2f}, progress {v['progress']:.2f}"
             for k, v in res["expert"].items()), ""]
-    lines += ["## Per family (seed " + str(res["seeds"][0]["seed"]) + ")", "",
+    lines += [f"## Per family (mean over {len(res['seeds'])} training seed(s))", "",
               "| arm | " + " | ".join(f"{f} success / collision / progress" for f in fams) + " |",
               "|---" * (len(fams) + 1) + "|"]
     s0 = res["seeds"][0]
     for a in arms:
-        pf = s0["arms"][a]["eval"]["per_family"]
+        pf = res["summary"][a]["per_family"]
         lines.append(f"| {a} | " + " | ".join(
             f"{pf[f]['success']:.2f} / {pf[f]['collision']:.2f} / {pf[f]['progress']:.2f}" for f in fams) + " |")
+    lines += ["", "## Routers, open loop on held-out expert samples (mean over training seeds +- 95% t half-width)", "",
+              "| arm | view acc | view majority rate | view balanced acc | skill acc | skill majority rate | skill balanced acc |",
+              "|---|---|---|---|---|---|---|"]
+    for a in arms:
+        s = res["summary"][a]
+        if "view_router_acc" not in s:
+            continue
+        f = lambda k: (f"{s[k][0]:.3f}" + (f" +- {s[k][1]:.3f}" if s[k][1] is not None else "")) if k in s else "-"  # noqa: E731
+        lines.append(f"| {a} | " + " | ".join(f(f"{r}_{k}") for r in ("view_router", "skill_router")
+                                             for k in ("acc", "majority_rate", "balanced_acc")) + " |")
+    from reasonrl.driving.envs import SKILLS, VIEWS
+
+    lines += ["", f"Per-class recall and confusion (rows = label, columns = prediction), seed {s0['seed']}:", ""]
+    for a in arms:
+        for r, names in (("view_router", VIEWS), ("skill_router", SKILLS)):
+            if r in s0["arms"][a] and not a.endswith("+rl"):
+                x = s0["arms"][a][r]
+                rec = ", ".join(f"{n} {v:.2f} (n={c})" if v is not None else f"{n} - (n=0)"
+                                for n, v, c in zip(names, x["per_class_recall"], x["support"]))
+                lines.append(f"- {a} {r}: recall {rec}; confusion {x['confusion']}")
     lines += ["", "## Routers (seed " + str(s0["seed"]) + ")", "",
               "Open loop on held-out expert samples (majority-class rate in brackets); closed-loop camera-router accuracy "
               "against the simulator-derived label per family.", "",
@@ -138,7 +169,6 @@ def _markdown(doc: dict) -> str:
                        if "view_router_acc" in x["eval"]["per_family"][f]) or "-"
         lines.append(f"| {a} | {v} | {k} | {x['ade_m']:.2f} | {cl} |")
     lines += ["", "## Usage histograms per family (seed " + str(s0["seed"]) + ", closed loop)", ""]
-    from reasonrl.driving.envs import SKILLS, VIEWS
 
     for a in arms:
         pf = s0["arms"][a]["eval"]["per_family"]
@@ -147,6 +177,13 @@ def _markdown(doc: dict) -> str:
                 lines.append(f"- {a} / {f}: views " + ", ".join(f"{n} {u:.2f}" for n, u in zip(VIEWS, pf[f]["view_usage"]))
                              + ("; experts " + ", ".join(f"{n} {u:.2f}" for n, u in zip(SKILLS, pf[f]["expert_usage"]))
                                 if "expert_usage" in pf[f] else ""))
+    ev0 = [s0["arms"][a]["eval"] for a in arms]
+    n_ep = sum(sum(f["n"] for f in e["per_family"].values()) for e in ev0)
+    env_s = sum(e["timing"]["env_wall_s"] for e in ev0)
+    pol_s = sum(e["timing"]["policy_s"] for e in ev0)
+    lines += ["", f"Closed-loop evaluation cost (seed {s0['seed']}, all arms): {(env_s + pol_s) / max(1, n_ep):.2f} s per "
+              f"episode ({env_s / max(1, n_ep):.2f} s simulator + rendering, {pol_s / max(1, n_ep):.2f} s policy), "
+              f"{sum(e['env_steps'] for e in ev0) / max(1, n_ep):.1f} policy calls per episode."]
     enc = next((s0["arms"][a]["encoder"] for a in arms if "encoder" in s0["arms"][a]), None)
     if enc:
         lines += ["", f"Vision compute at inference: {enc['argmax']['images_per_call']:.0f} images encoded per call "
@@ -176,7 +213,9 @@ def bench_drivemoe(overrides: list[str]) -> int:
     apply_thread_policy(int(os.environ.get("REASONRL_THREADS", "1")))
     sizes = (f"{len(cfg.env.families)} families x {cfg.eval.seeds_per_family} held-out seeds, "
              f"{cfg.env.duration:.0f} s episodes; {cfg.imitation.demos_per_family} expert episodes per family; imitation "
-             f"{cfg.imitation.stage1_steps}+{cfg.imitation.stage2_steps} steps of {cfg.imitation.batch}; "
+             f"{cfg.imitation.stage1_steps}+{cfg.imitation.stage2_steps} steps of {cfg.imitation.batch}, "
+             f"{cfg.imitation.dagger_rounds} DAgger rounds x {cfg.imitation.dagger_seeds_per_family} episodes per family "
+             f"+ {cfg.imitation.dagger_steps} steps; "
              f"GRPO {cfg.train.steps if rl else 0} steps x {cfg.rollout.groups_per_step} groups x {cfg.rollout.n} episodes; "
              f"{len(seeds)} training seed(s)")
     doc: dict = {"config": cfg.model_dump(), "sizes": sizes, "seeds": []}

@@ -45,6 +45,9 @@ class PolicySection(_S):
     n_shared: int = Field(1, ge=0, description="Shared experts (always on).")
     expert_hidden: int = Field(48, ge=4, description="Hidden width of one expert FFN (dense FFN = (k + shared) x this).")
     flow_steps: int = Field(10, ge=1, description="Euler steps at inference (pi0: 10).")
+    class_weight_power: float = Field(0.5, ge=0, description=(
+        "Router focal-loss class weights = label count ** -power: 1 = DriveMoE's inverse frequency (pushed our "
+        "routers below the majority-label rate), 0.5 = square-root tempered, 0 = unweighted."))
     path: str | None = Field(None, description="Start from this saved policy instead of a fresh one.")
 
 
@@ -54,6 +57,10 @@ class ImitationSection(_S):
     stage2_steps: int = Field(200, ge=0, description="Stage 2 steps: Gumbel straight-through camera routing, lambda 5.")
     batch: int = Field(64, ge=1, description="Samples per imitation step.")
     lr: float = Field(1e-3, gt=0, description="Stage 1 learning rate (stage 2 uses a tenth of it, as DriveMoE does).")
+    dagger_rounds: int = Field(0, ge=0, description=(
+        "DAgger rounds after stage 1: the policy drives, the expert relabels the states it visits, the data grows."))
+    dagger_seeds_per_family: int = Field(8, ge=1, description="Episodes per family per DAgger round.")
+    dagger_steps: int = Field(200, ge=0, description="Stage-1 steps on the aggregated data after each DAgger round.")
 
 
 class RolloutSection(_S):
@@ -91,7 +98,46 @@ class DriveRunConfig(RecipeField):
     out: str = Field("runs/drivemoe", description="Output directory.")
 
 
+class DrivingSection(_S):
+    """The ``driving:`` section of a trainer config (``reasonrl train`` with ``rollout.mode=drive``): what the
+    trainer has no field for. Group size (``rollout.n``), groups per step (``trainer.prompts_per_step``),
+    steps, epochs, optimizer and recipe come from the trainer's own sections."""
+
+    env: EnvSection = EnvSection()
+    policy: PolicySection = PolicySection()
+    imitation: ImitationSection = ImitationSection()
+    eval: EvalSection = EvalSection()
+    noise: float = Field(0.08, gt=0, description="Euler-step noise of the stochastic flow policy during RL rollouts.")
+    crash_weight: float = Field(1.0, ge=0, description="Reward = crash_weight * 1[no crash] + progress.")
+
+
+def validate_driving(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trainer config's ``driving:`` section checked at load time, returned with every default filled in."""
+    return None if v is None else DrivingSection.model_validate(v).model_dump()
+
+
+def from_trainer_config(cfg) -> DriveRunConfig:
+    """A trainer ``Config`` with ``rollout.mode=drive`` as the driving stage's ``DriveRunConfig``."""
+    d = DrivingSection.model_validate(cfg.driving or {})
+    o = cfg.optim
+    t = cfg.trainer
+    mini = t.mini_batch_prompts or t.prompts_per_step
+    return DriveRunConfig.model_validate({
+        "env": d.env, "policy": d.policy, "imitation": d.imitation, "eval": d.eval,
+        "rollout": {"n": cfg.rollout.n, "groups_per_step": t.prompts_per_step, "noise": d.noise},
+        "train": {"steps": t.steps, "epochs": t.epochs, "mini_batches": max(1, t.prompts_per_step // mini), "lr": o.lr,
+                  "betas": o.betas, "weight_decay": o.weight_decay, "grad_clip": o.grad_clip, "seed": cfg.run.seed,
+                  "crash_weight": d.crash_weight},
+        "algorithm": cfg.algorithm, "out": str(cfg.run_dir)})
+
+
 def load_drive_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> DriveRunConfig:
-    """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input."""
+    """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input. A trainer
+    config (one with a ``driving:`` section, e.g. ``configs/drivemoe.yaml``) is read through
+    :func:`from_trainer_config`, so the bench and ``reasonrl train`` share one file."""
     raw: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    if "driving" in raw:
+        from reasonrl.config import load_config
+
+        raw = from_trainer_config(load_config(path)).model_dump()
     return load_driver_config(DriveRunConfig, raw, overrides, f"drivemoe config {path or '(defaults)'}", "train.steps=2")

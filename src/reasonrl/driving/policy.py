@@ -41,7 +41,7 @@ class DriveConfig(PretrainedConfig):
                  n_skills: int = 5, moe_top_k: int = 2, n_shared: int = 1, expert_hidden: int = 48,
                  wp_scale: list[float] | None = None, flow_steps: int = 10, sigma_min: float = fh.SIGMA_MIN,
                  view_counts: list[float] | None = None, skill_counts: list[float] | None = None,
-                 router_grad_to_trunk: bool = False, **kw):
+                 router_grad_to_trunk: bool = False, class_weight_power: float = 0.5, **kw):
         if variant not in VARIANTS:
             raise ValueError(f"DriveConfig.variant={variant!r} is unknown; use one of {VARIANTS}")
         self.variant, self.d_model, self.n_head, self.n_layers = variant, d_model, n_head, n_layers
@@ -53,6 +53,7 @@ class DriveConfig(PretrainedConfig):
         self.view_counts = list(view_counts or [1.0] * n_views)  # label counts -> focal class weights
         self.skill_counts = list(skill_counts or [1.0] * n_skills)
         self.router_grad_to_trunk = router_grad_to_trunk  # False: routers read detached features
+        self.class_weight_power = class_weight_power  # focal alpha = count^-power (1: DriveMoE, 0.5: tempered)
         self.hidden_size = d_model
         super().__init__(**kw)
 
@@ -104,7 +105,7 @@ class DrivePolicy(PreTrainedModel):
         self.state_proj = nn.Linear(c.state_dim, d)
         self.goal_proj = nn.Sequential(nn.Linear(2, d), nn.GELU(), nn.Linear(d, d))
         self.ctx_layer = nn.TransformerEncoderLayer(d, c.n_head, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
-        if c.variant != "dense":  # DriveMoE's camera router: a learned query over [goal; center-view tokens]
+        if c.variant != "dense":  # DriveMoE's camera router: a learned query over [goal; state; center-view tokens]
             self.router_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
             self.router_attn = nn.MultiheadAttention(d, c.n_head, batch_first=True)
             self.router_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d // 2), nn.GELU(), nn.Linear(d // 2, c.n_views))
@@ -136,8 +137,10 @@ class DrivePolicy(PreTrainedModel):
         self.encoded_images += len(imgs)
         return self.encoder(imgs) + self.view_emb(view_ids).unsqueeze(1)
 
-    def view_logits(self, center_tok: torch.Tensor, goal_tok: torch.Tensor) -> torch.Tensor:
-        kv = torch.cat([goal_tok.unsqueeze(1), center_tok], 1)
+    def view_logits(self, center_tok: torch.Tensor, goal_tok: torch.Tensor, state_tok: torch.Tensor) -> torch.Tensor:
+        """DriveMoE's router sees the goal and the front image; ours also sees the state token (ego and
+        neighbour kinematics): the centre window covers +-20 m, the view label looks 40 m out."""
+        kv = torch.cat([goal_tok.unsqueeze(1), state_tok.unsqueeze(1), center_tok], 1)
         q = self.router_query.expand(len(kv), -1, -1)
         return self.router_head(self.router_attn(q, kv, kv, need_weights=False)[0][:, 0])
 
@@ -148,11 +151,12 @@ class DrivePolicy(PreTrainedModel):
         b = len(views)
         center = self._encode(views[:, 0], torch.zeros(b, dtype=torch.long))
         goal = self.goal_proj(state[:, 3:5])
+        state_tok = self.state_proj(state)
         r = None
         if self.config.variant == "dense":
             sel = self._encode(views[:, 1], torch.ones(b, dtype=torch.long))
         else:
-            logits = self.view_logits(self._router_in(center), self._router_in(goal))
+            logits = self.view_logits(self._router_in(center), self._router_in(goal), self._router_in(state_tok))
             r = route(logits, 1, mode=view_mode, labels=view_labels, generator=generator)
             if r.dense:  # straight-through: every candidate encoded, mixed with the hard-valued weights
                 cand = torch.stack([self._encode(views[:, 1 + v], torch.full((b,), 1 + v)) for v in
@@ -164,7 +168,7 @@ class DrivePolicy(PreTrainedModel):
                 for v in choice.unique().tolist():
                     rows = (choice == v).nonzero().flatten()
                     sel = sel.index_copy(0, rows, self._encode(views[rows, 1 + v], torch.full((len(rows),), 1 + v)))
-        ctx = torch.cat([self.state_proj(state).unsqueeze(1), goal.unsqueeze(1), center, sel], 1)
+        ctx = torch.cat([state_tok.unsqueeze(1), goal.unsqueeze(1), center, sel], 1)
         return self.ctx_layer(ctx), r
 
     # ---------------------------------------------------------------------------------- action expert
@@ -210,12 +214,12 @@ class DrivePolicy(PreTrainedModel):
         fm = fh.fm_loss(self.velocity, self.normalise(waypoints), cond, sigma_min=c.sigma_min, generator=generator)
         loss, logs = fm, {"fm": float(fm.detach())}
         if vr is not None:
-            lv = focal_loss(vr.logits, view_labels, alpha=class_weights(c.view_counts) * c.n_views)
+            lv = focal_loss(vr.logits, view_labels, alpha=class_weights(c.view_counts, c.class_weight_power) * c.n_views)
             loss = loss + lam * lv
             logs["view_focal"] = float(lv.detach())
         ar = self.last_action_routing
         if ar is not None:
-            la = focal_loss(ar.logits, skill_labels, alpha=class_weights(c.skill_counts) * c.n_skills)
+            la = focal_loss(ar.logits, skill_labels, alpha=class_weights(c.skill_counts, c.class_weight_power) * c.n_skills)
             loss = loss + lam * la
             logs["skill_focal"] = float(la.detach())
         return loss, logs

@@ -26,6 +26,7 @@ from reasonrl.models import flow_head as fh
 from reasonrl.rollout.stage import Collected
 
 DEMO_SEED_BASE = 10_000  # demonstrations; RL initial states are drawn from [0, DEMO_SEED_BASE)
+DAGGER_SEED_BASE = 200_000  # DAgger rounds' initial states (below the held-out seed_base)
 
 
 @dataclass
@@ -39,6 +40,11 @@ class DemoData:
 
     def __len__(self) -> int:
         return len(self.state)
+
+    def __add__(self, other: "DemoData") -> "DemoData":
+        return DemoData(torch.cat([self.views, other.views]), torch.cat([self.state, other.state]),
+                        torch.cat([self.waypoints, other.waypoints]), torch.cat([self.view_labels, other.view_labels]),
+                        torch.cat([self.skill_labels, other.skill_labels]), self.family + other.family)
 
     def save(self, path) -> None:
         np.savez_compressed(path, views=self.views.numpy(), state=self.state.numpy(), waypoints=self.waypoints.numpy(),
@@ -80,52 +86,102 @@ def build_policy(cfg: DriveRunConfig, data: DemoData | None = None) -> DrivePoli
     if data is not None:
         counts = {"view_counts": torch.bincount(data.view_labels, minlength=len(VIEWS)).tolist(),
                   "skill_counts": torch.bincount(data.skill_labels, minlength=len(SKILLS)).tolist()}
-    return DrivePolicy(DriveConfig(variant=p.variant, d_model=p.d_model, n_layers=p.n_layers,
+    return DrivePolicy(DriveConfig(variant=p.variant, d_model=p.d_model, class_weight_power=p.class_weight_power, n_layers=p.n_layers,
                                    n_moe_layers=min(p.n_moe_layers, p.n_layers), n_views=len(VIEWS),
                                    image_size=IMAGE_SIZE, state_dim=STATE_DIM, horizon=HORIZON, n_skills=len(SKILLS),
                                    moe_top_k=p.moe_top_k, n_shared=p.n_shared, expert_hidden=p.expert_hidden,
                                    flow_steps=p.flow_steps, **counts))
 
 
-def imitation(policy: DrivePolicy, data: DemoData, cfg: DriveRunConfig, log=print) -> list[dict]:
-    """Stage 1 (teacher-forced camera routing) then stage 2 (Gumbel straight-through), AdamW, clip 1."""
+def dagger_inits(cfg: DriveRunConfig, rnd: int) -> list[tuple[str, int]]:
+    n = cfg.imitation.dagger_seeds_per_family
+    base = DAGGER_SEED_BASE + 10_000 * cfg.train.seed + n * rnd
+    return [(f, base + i) for f in cfg.env.families for i in range(n)]
+
+
+def dagger_data(policy: DrivePolicy, pool: DrivePool, inits: list[tuple[str, int]],
+                generator: torch.Generator | None = None) -> DemoData:
+    """One DAgger round (Ross et al. 2011): the current policy drives (noise-free); every state it visits
+    after the first is labelled with the expert's waypoints and skill from that state
+    (``envs.expert_relabel``); the first state of each episode is already covered by the demonstrations."""
+    ep = run_episodes(policy, pool, inits, relabel=True, generator=generator)
+    live = (torch.arange(pool.max_steps).view(1, -1) < ep.n_calls.view(-1, 1)) & (ep.expert_skill >= 0)
+    e, c = live.nonzero(as_tuple=True)
+    return DemoData(ep.views[e, c], ep.state[e, c], ep.expert_wp[e, c], ep.view_label[e, c], ep.expert_skill[e, c],
+                    [inits[i][0] for i in e.tolist()])
+
+
+def imitation(policy: DrivePolicy, data: DemoData, cfg: DriveRunConfig, log=print,
+              pool: DrivePool | None = None) -> list[dict]:
+    """Stage 1 (teacher-forced camera routing) then stage 2 (Gumbel straight-through), AdamW, clip 1.
+    With ``imitation.dagger_rounds`` and a ``pool``: after stage 1, each round adds the policy's own
+    states relabelled by the expert to the data and trains ``dagger_steps`` more stage-1 steps; stage 2
+    then runs on the aggregate."""
     im = cfg.imitation
     g = torch.Generator().manual_seed(cfg.train.seed)
-    hist = []
-    policy.train()
-    for stage, steps, lr in ((1, im.stage1_steps, im.lr), (2, im.stage2_steps, im.lr / 10)):
-        opt = torch.optim.AdamW(policy.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-        for s in range(steps):
-            idx = torch.randint(0, len(data), (min(im.batch, len(data)),), generator=g)
-            loss, logs = policy.imitation_loss(data.views[idx], data.state[idx], data.waypoints[idx],
-                                               data.view_labels[idx], data.skill_labels[idx], stage=stage, generator=g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-            hist.append({"stage": stage, **logs})
-            if (s + 1) % max(1, steps // 4) == 0:
-                log(f"stage {stage} step {s + 1}/{steps}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+    hist: list[dict] = []
+    _fit(policy, data, 1, im.stage1_steps, im.lr, im.batch, g, hist, log)
+    for rnd in range(im.dagger_rounds if pool is not None else 0):
+        new = dagger_data(policy, pool, dagger_inits(cfg, rnd), g)
+        data = data + new
+        log(f"DAgger round {rnd + 1}: +{len(new)} relabelled samples, {len(data)} in all")
+        _fit(policy, data, 1, im.dagger_steps, im.lr, im.batch, g, hist, log)
+    _fit(policy, data, 2, im.stage2_steps, im.lr / 10, im.batch, g, hist, log)
     return hist
+
+
+def _fit(policy: DrivePolicy, data: DemoData, stage: int, steps: int, lr: float, batch: int, g: torch.Generator,
+         hist: list[dict], log) -> None:
+    policy.train()
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    for s in range(steps):
+        idx = torch.randint(0, len(data), (min(batch, len(data)),), generator=g)
+        loss, logs = policy.imitation_loss(data.views[idx], data.state[idx], data.waypoints[idx],
+                                           data.view_labels[idx], data.skill_labels[idx], stage=stage, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        hist.append({"stage": stage, "samples": len(data), **logs})
+        if (s + 1) % max(1, steps // 4) == 0:
+            log(f"stage {stage} step {s + 1}/{steps}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+
+
+def router_report(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -> dict:
+    """Accuracy, majority-label rate (the bar a router must clear), balanced accuracy (mean per-class
+    recall over classes present), per-class recall (None for an absent class) and the confusion matrix
+    (rows = label, columns = prediction)."""
+    conf = torch.zeros((n_classes, n_classes), dtype=torch.long)
+    conf.index_put_((labels.long(), pred.long()), torch.ones(len(labels), dtype=torch.long), accumulate=True)
+    support = conf.sum(1)
+    recall = [float(conf[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
+    present = [r for r in recall if r is not None]
+    n = max(1, len(labels))
+    return {"acc": float(conf.diag().sum()) / n, "majority_rate": float(support.max()) / n,
+            "balanced_acc": sum(present) / max(1, len(present)), "per_class_recall": recall,
+            "support": support.tolist(), "confusion": conf.tolist()}
 
 
 @torch.no_grad()
 def open_loop_metrics(policy: DrivePolicy, data: DemoData) -> dict:
-    """Router accuracy against the derived labels and waypoint error on held-out expert samples."""
+    """Router metrics (:func:`router_report`) against the derived labels and waypoint error on held-out
+    expert samples."""
     policy.eval()
     ctx, vr = policy.context(data.views, data.state, "argmax")
     out: dict = {}
     if vr is not None:
-        out["view_router_acc"] = float((vr.idx[:, 0] == data.view_labels).float().mean())
-        out["view_majority_rate"] = float(torch.bincount(data.view_labels).max() / len(data))
+        out["view_router"] = router_report(vr.idx[:, 0], data.view_labels, len(VIEWS))
+        out["view_router_acc"] = out["view_router"]["acc"]
+        out["view_majority_rate"] = out["view_router"]["majority_rate"]
     x, _, _ = fh.sample(
         policy.velocity, {"ctx": ctx, "mode": "topk"}, (len(data), policy.config.horizon, 2),
         steps=policy.config.flow_steps, generator=torch.Generator().manual_seed(0))
     out["ade_m"] = float((policy.denormalise(x) - data.waypoints).norm(dim=-1).mean())
     ar = policy.last_action_routing
     if ar is not None:
-        out["skill_router_acc"] = float((ar.logits.argmax(-1) == data.skill_labels).float().mean())
-        out["skill_majority_rate"] = float(torch.bincount(data.skill_labels).max() / len(data))
+        out["skill_router"] = router_report(ar.logits.argmax(-1), data.skill_labels, len(SKILLS))
+        out["skill_router_acc"] = out["skill_router"]["acc"]
+        out["skill_majority_rate"] = out["skill_router"]["majority_rate"]
     return out
 
 
@@ -145,6 +201,8 @@ class Episodes:
     view_label: torch.Tensor  # (E, C)
     experts: torch.Tensor  # (E, C, k) -1 when dense
     timing: dict[str, float] = field(default_factory=dict)
+    expert_wp: torch.Tensor | None = None  # (E, C, H, 2) DAgger relabels (run_episodes(relabel=True))
+    expert_skill: torch.Tensor | None = None  # (E, C) -1 where no relabel
 
     @property
     def env_steps(self) -> int:
@@ -152,8 +210,9 @@ class Episodes:
 
 
 def run_episodes(policy: DrivePolicy, pool: DrivePool, inits: list[tuple[str, int]], *, noise: float = 0.0,
-                 generator: torch.Generator | None = None, keep_obs: bool = True) -> Episodes:
-    """One episode per initial state; one batched policy call per step over every still-running env."""
+                 generator: torch.Generator | None = None, keep_obs: bool = True, relabel: bool = False) -> Episodes:
+    """One episode per initial state; one batched policy call per step over every still-running env.
+    ``relabel``: also record the expert's waypoints/skill at every visited state but the first (DAgger)."""
     c = policy.config
     e, n_max, steps = len(inits), pool.max_steps, c.flow_steps
     views = torch.zeros((e, n_max if keep_obs else 1, 5, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
@@ -167,6 +226,8 @@ def run_episodes(policy: DrivePolicy, pool: DrivePool, inits: list[tuple[str, in
     vchoice = torch.full((e, n_max), -1, dtype=torch.long)
     vlabel = torch.full((e, n_max), -1, dtype=torch.long)
     experts = torch.full((e, n_max, c.moe_top_k), -1, dtype=torch.long)
+    expert_wp = torch.zeros((e, n_max, c.horizon, 2)) if relabel else None
+    expert_skill = torch.full((e, n_max), -1, dtype=torch.long) if relabel else None
     t0 = time.perf_counter()
     obs = dict(enumerate(pool.reset(inits)))
     timing = {"env_wall_s": time.perf_counter() - t0, "policy_s": 0.0}
@@ -193,7 +254,7 @@ def run_episodes(policy: DrivePolicy, pool: DrivePool, inits: list[tuple[str, in
             if info["experts"] is not None:
                 experts[idx, k] = info["experts"]
             t1 = time.perf_counter()
-            res = pool.step({i: wp[j].numpy() for j, i in enumerate(active)})
+            res = pool.step({i: wp[j].numpy() for j, i in enumerate(active)}, relabel)
             timing["env_wall_s"] += time.perf_counter() - t1
             still = []
             for i in active:
@@ -205,11 +266,14 @@ def run_episodes(policy: DrivePolicy, pool: DrivePool, inits: list[tuple[str, in
                 obs[i] = r.obs
                 if not r.done:
                     still.append(i)
+                    if relabel and k + 1 < n_max:
+                        expert_wp[i, k + 1] = torch.from_numpy(r.obs.meta["expert_wp"])
+                        expert_skill[i, k + 1] = r.obs.meta["expert_skill"]
             active = still
     finally:
         policy.train(was)
     return Episodes(list(inits), views, state, chain, logp, n_calls, crashed, success, progress, vchoice, vlabel,
-                    experts, timing)
+                    experts, timing, expert_wp, expert_skill)
 
 
 def episode_rewards(ep: Episodes, crash_weight: float) -> torch.Tensor:
@@ -270,15 +334,6 @@ class DriveRolloutStage:
                    "perf/env_steps_per_s": ep.env_steps / max(wall, 1e-9), "time/rollout_s": wall,
                    **{f"time/{k}": v for k, v in ep.timing.items()}}
         return Collected(batch=batch, tasks=[{"family": f, "seed": s} for f, s in inits], metrics=metrics)
-
-
-def make_drive_stage(cfg, model, tokenizer=None, scorer=None) -> DriveRolloutStage:
-    """Mode factory ``(cfg, model, tokenizer, scorer) -> RolloutStage`` (mode ``drive``): ``cfg.driving``
-    (or ``cfg``) is a ``DriveRunConfig``; the simulator's crash flag and distance are the reward."""
-    run_cfg = getattr(cfg, "driving", cfg)
-    if not isinstance(run_cfg, DriveRunConfig):
-        run_cfg = DriveRunConfig.model_validate(run_cfg)
-    return DriveRolloutStage(model, DrivePool(run_cfg.env.n_workers, run_cfg.env.duration), run_cfg)
 
 
 def rl_finetune(policy: DrivePolicy, pool: DrivePool, cfg: DriveRunConfig, rng: torch.Generator,

@@ -102,11 +102,14 @@ def capacity_for(n: int, k: int, n_experts: int, factor: float) -> int:
     return n * k if factor <= 0 else max(1, math.ceil(factor * n * k / n_experts))
 
 
-def class_weights(counts) -> torch.Tensor:
-    """DriveMoE's focal-loss alpha: inverse class frequency, normalised to sum to one (an unseen class
-    gets the largest weight, counted as 1 occurrence)."""
+def class_weights(counts, power: float = 1.0) -> torch.Tensor:
+    """Focal-loss alpha ``count_c ** -power``, normalised to sum to one (an unseen class is counted as 1
+    occurrence). ``power=1``: DriveMoE's inverse frequency; ``0.5``: tempered (square-root inverse
+    frequency); ``0``: uniform. With heavily skewed labels (e.g. 6 of 960 samples in one class) full
+    inverse frequency makes a rare class ~100x as costly to miss, which pushed our routers' predictions
+    to the rare classes and below the majority-label rate (benchmarks/drivemoe)."""
     c = torch.as_tensor(counts, dtype=torch.float32).clamp_min(1.0)
-    w = 1.0 / c
+    w = c ** -float(power)
     return w / w.sum()
 
 
