@@ -21,7 +21,9 @@ def test_shipped_config_loads_for_the_trainer_and_the_bench():
 
     cfg = load_config("configs/drivemoe.yaml")
     assert cfg.rollout.mode == "drive" and cfg.driving["policy"]["variant"] == "full_moe"
-    run = load_drive_config("configs/drivemoe.yaml", ["imitation.stage1_steps=7"])
+    with pytest.raises(ValueError, match="is a trainer config"):
+        load_drive_config("configs/drivemoe.yaml")
+    run = load_drive_config("configs/drivemoe.yaml", ["imitation.stage1_steps=7"], trainer_config_loader=load_config)
     assert run.rollout.n == cfg.rollout.n and run.rollout.groups_per_step == cfg.trainer.prompts_per_step
     assert run.train.lr == cfg.optim.lr and run.imitation.stage1_steps == 7
     with pytest.raises(Exception, match="unknown driving family"):
@@ -45,3 +47,19 @@ def test_drive_trains_through_the_trainer(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if "actor/loss" in r or "episode/crash_rate" in r]
     assert [r["step"] for r in trained] == [1, 2]
+
+
+def test_a_resuming_drive_run_skips_the_imitation_warm_start():
+    """The checkpoint overwrites every weight, so imitation before a resume would be wasted minutes; the
+    weights must then differ from a warm-started build (imitation moved them)."""
+    import torch
+
+    from reasonrl.driving.mode import build_drive_model
+
+    cfg = load_config("configs/drivemoe.yaml", TINY)
+    logs: list[str] = []
+    cold, _ = build_drive_model(cfg, logs.append, warm_start=False)
+    warm, _ = build_drive_model(cfg, lambda *_: None, warm_start=True)
+    assert any("imitation warm start skipped" in m for m in logs)
+    assert cold.state_dict().keys() == warm.state_dict().keys()
+    assert any(not torch.equal(cold.state_dict()[k], warm.state_dict()[k]) for k in cold.state_dict())

@@ -195,6 +195,7 @@ def _markdown(doc: dict) -> str:
 
 
 def bench_drivemoe(overrides: list[str]) -> int:
+    from reasonrl.config import load_config
     from reasonrl.driving import train as T
     from reasonrl.driving.config import load_drive_config
     from reasonrl.threads import apply_thread_policy
@@ -204,7 +205,8 @@ def bench_drivemoe(overrides: list[str]) -> int:
     unknown = set(bench) - _OPTIONS
     if unknown:
         raise SystemExit(f"unknown bench option(s) {sorted(unknown)}; valid: " + ", ".join(f"bench.{o}" for o in sorted(_OPTIONS)))
-    cfg = load_drive_config(bench.get("config"), [o for o in overrides if not o.startswith("bench.")])
+    cfg = load_drive_config(bench.get("config"), [o for o in overrides if not o.startswith("bench.")],
+                            trainer_config_loader=load_config)
     seeds = [int(x) for x in bench.get("seeds", "0").split(",")]
     variants = bench.get("variants", "dense,vision_moe,full_moe").split(",")
     rl = bench.get("rl", "true").lower() == "true"

@@ -131,13 +131,16 @@ def from_trainer_config(cfg) -> DriveRunConfig:
         "algorithm": cfg.algorithm, "out": str(cfg.run_dir)})
 
 
-def load_drive_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> DriveRunConfig:
+def load_drive_config(path: str | Path | None, overrides: list[str] | tuple = (),
+                      trainer_config_loader=None) -> DriveRunConfig:
     """YAML file (or defaults) plus ``section.field=value`` overrides; one clear error on bad input. A trainer
-    config (one with a ``driving:`` section, e.g. ``configs/drivemoe.yaml``) is read through
-    :func:`from_trainer_config`, so the bench and ``reasonrl train`` share one file."""
+    config (one with a ``driving:`` section, e.g. ``configs/drivemoe.yaml``) is read by ``trainer_config_loader``
+    (``reasonrl.config.load_config``, passed in by the caller so this package does not import the trainer
+    config) and converted by :func:`from_trainer_config`, so the bench and ``reasonrl train`` share one file."""
     raw: dict[str, Any] = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
     if "driving" in raw:
-        from reasonrl.config import load_config
-
-        raw = from_trainer_config(load_config(path)).model_dump()
+        if trainer_config_loader is None:
+            raise ValueError(f"{path} is a trainer config (it has a `driving:` section): run it with "
+                             f"`reasonrl train {path}` or `reasonrl bench drivemoe bench.config={path}`")
+        raw = from_trainer_config(trainer_config_loader(path)).model_dump()
     return load_driver_config(DriveRunConfig, raw, overrides, f"drivemoe config {path or '(defaults)'}", "train.steps=2")

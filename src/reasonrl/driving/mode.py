@@ -49,9 +49,10 @@ def init_task(family: str, seed: int) -> Task:
                 meta={"family": family, "seed": int(seed)})
 
 
-def build_drive_model(cfg, log=print):
+def build_drive_model(cfg, log=print, warm_start: bool = True):
     """Mode ``drive``'s policy builder: ``driving.policy.path`` or a fresh policy trained by imitation on
-    ``driving.imitation.demos_per_family`` expert episodes per family (stage 1, DAgger rounds, stage 2)."""
+    ``driving.imitation.demos_per_family`` expert episodes per family (stage 1, DAgger rounds, stage 2).
+    ``warm_start=False`` (the run resumes from a checkpoint that overwrites every weight) skips the imitation."""
     from reasonrl.driving import train as T
     from reasonrl.driving.envs import DrivePool
 
@@ -62,6 +63,9 @@ def build_drive_model(cfg, log=print):
         data = T.gather_demos(run_cfg.env.families, run_cfg.imitation.demos_per_family, run_cfg.env.duration,
                               offset=run_cfg.train.seed, log=log)
         policy = T.build_policy(run_cfg, data)
+        if not warm_start:
+            log("drive: resuming from a checkpoint, imitation warm start skipped")
+            return policy, DriveTokenizer(policy.config.flow_steps)
         with DrivePool(0, run_cfg.env.duration) as pool:
             hist = T.imitation(policy, data, run_cfg, log=lambda m: None, pool=pool)
         if hist:
